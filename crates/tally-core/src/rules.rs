@@ -1,0 +1,414 @@
+//! The credit rules of CONTRACT §1: given an event and the state it touches, what changes.
+//!
+//! Subscriptions grant by billing period. A period is named by its start, except the
+//! first, which is named [`FIRST_PERIOD`] because the checkout session that pays for it
+//! carries no dates. Each period grants the allowance of the best plan paid for in it,
+//! exactly once: the first grant of a period resets the plan bucket, a better plan later
+//! in the same period adds the difference, and anything older than the newest granted
+//! period changes nothing. So the events of one period give the same balance in
+//! whatever order they arrive.
+
+use crate::account::{Account, Bucket, Ledger};
+use crate::event::{BillingEvent, BillingReason, CheckoutMode, CheckoutSession, Charge, EventKind, Invoice, Subscription};
+use crate::plan::{Catalog, Item, Plan};
+
+/// The name of a subscription's first period.
+pub const FIRST_PERIOD: i64 = 0;
+
+/// A subscription as tally last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionState {
+    pub id: String,
+    pub user_id: String,
+    pub status: String,
+    pub plan: Option<Plan>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    /// `created` of the newest event applied to this state; 0 before any authoritative one.
+    pub state_at: i64,
+}
+
+impl SubscriptionState {
+    pub fn is_canceled(&self) -> bool {
+        self.status == "canceled"
+    }
+}
+
+/// What one billing period of a subscription has granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub subscription_id: String,
+    pub start: i64,
+    /// The best plan the subscription showed as active in this period, paid or not yet.
+    pub seen: Option<Plan>,
+    /// The plan whose allowance this period has granted; `None` until it is paid.
+    pub granted: Option<Plan>,
+}
+
+/// A paid top-up and how much of it has been refunded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topup {
+    pub session_id: String,
+    pub user_id: String,
+    pub payment_intent: Option<String>,
+    pub credits: i64,
+    pub refunded_credits: i64,
+}
+
+/// How the store should find the top-up an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopupKey<'a> {
+    Session(&'a str),
+    PaymentIntent(&'a str),
+}
+
+/// The state an event touches, loaded (and locked) by the store.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub account: Account,
+    pub subscription: Option<SubscriptionState>,
+    /// The period named by [`period_of`] for this event.
+    pub period: Option<Period>,
+    /// The start of the newest period of the subscription that has granted.
+    pub latest_granted: Option<i64>,
+    /// The top-up named by [`topup_of`] for this event.
+    pub topup: Option<Topup>,
+}
+
+/// What the store writes back, in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    pub ledger: Ledger,
+    pub subscription: Option<SubscriptionState>,
+    pub period: Option<Period>,
+    pub topup: Option<Topup>,
+    /// Why nothing changed, when nothing did.
+    pub note: Option<&'static str>,
+}
+
+impl Changes {
+    pub fn changed_anything(&self) -> bool {
+        !self.ledger.entries.is_empty()
+            || self.subscription.is_some()
+            || self.period.is_some()
+            || self.topup.is_some()
+    }
+}
+
+/// The subscription period an event pays for or shows, if any.
+pub fn period_of(kind: &EventKind) -> Option<i64> {
+    match kind {
+        EventKind::Checkout(s) if s.mode == CheckoutMode::Subscription => Some(FIRST_PERIOD),
+        EventKind::InvoicePaid(i) => invoice_period(i),
+        EventKind::SubscriptionChanged(s) => subscription_period(s),
+        _ => None,
+    }
+}
+
+/// The period an invoice pays for: renewals name it by the line's period start.
+fn invoice_period(invoice: &Invoice) -> Option<i64> {
+    match invoice.billing_reason {
+        BillingReason::SubscriptionCreate => Some(FIRST_PERIOD),
+        BillingReason::SubscriptionCycle => invoice.period_start,
+        BillingReason::Other => None,
+    }
+}
+
+/// The period a subscription object is in; the one that starts at `start_date` is the first.
+fn subscription_period(sub: &Subscription) -> Option<i64> {
+    match (sub.current_period_start, sub.start_date) {
+        (Some(start), Some(first)) if start <= first => Some(FIRST_PERIOD),
+        (start, _) => start,
+    }
+}
+
+/// The top-up an event is about, if any.
+pub fn topup_of(kind: &EventKind) -> Option<TopupKey<'_>> {
+    match kind {
+        EventKind::Checkout(s) if s.mode == CheckoutMode::Payment => Some(TopupKey::Session(&s.id)),
+        EventKind::ChargeRefunded(c) => c.payment_intent.as_deref().map(TopupKey::PaymentIntent),
+        _ => None,
+    }
+}
+
+/// Applies one event to the state it touches.
+pub fn apply(event: &BillingEvent, snapshot: Snapshot, catalog: &Catalog) -> Changes {
+    let mut step = Step {
+        catalog,
+        created: event.created,
+        subscription: snapshot.subscription,
+        period: snapshot.period,
+        latest_granted: snapshot.latest_granted,
+        changes: Changes {
+            ledger: Ledger::new(snapshot.account),
+            subscription: None,
+            period: None,
+            topup: None,
+            note: None,
+        },
+    };
+    match &event.kind {
+        EventKind::Checkout(session) => match session.mode {
+            CheckoutMode::Subscription => step.subscription_checkout(session),
+            CheckoutMode::Payment => step.topup_checkout(session, snapshot.topup),
+            CheckoutMode::Other => step.ignore("checkout mode sells nothing"),
+        },
+        EventKind::InvoicePaid(invoice) => step.invoice_paid(invoice),
+        EventKind::InvoicePaymentFailed(invoice) => step.invoice_failed(invoice),
+        EventKind::SubscriptionChanged(sub) => step.subscription_changed(sub),
+        EventKind::SubscriptionDeleted(sub) => step.subscription_deleted(sub),
+        EventKind::ChargeRefunded(charge) => step.refund(charge, snapshot.topup),
+        EventKind::Unhandled => step.ignore("event type not handled"),
+    }
+    step.changes
+}
+
+/// One event's application in progress.
+struct Step<'a> {
+    catalog: &'a Catalog,
+    created: i64,
+    subscription: Option<SubscriptionState>,
+    period: Option<Period>,
+    latest_granted: Option<i64>,
+    changes: Changes,
+}
+
+impl Step<'_> {
+    fn ignore(&mut self, why: &'static str) {
+        self.changes.note.get_or_insert(why);
+    }
+
+    fn user_id(&self) -> String {
+        self.changes.ledger.account.user_id.clone()
+    }
+
+    fn plan_of_price(&self, price_id: Option<&str>) -> Option<Plan> {
+        price_id.and_then(|p| self.catalog.plan_for_price(p))
+    }
+
+    fn canceled(&self) -> bool {
+        self.subscription.as_ref().is_some_and(SubscriptionState::is_canceled)
+    }
+
+    /// Sets the subscription's status from an event that is not older than what we hold.
+    /// A canceled subscription stays canceled.
+    fn observe_status(&mut self, id: &str, status: &str, plan: Option<Plan>) {
+        let state = self.subscription.get_or_insert_with(|| SubscriptionState {
+            id: id.to_owned(),
+            user_id: self.changes.ledger.account.user_id.clone(),
+            status: status.to_owned(),
+            plan,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            state_at: 0,
+        });
+        if state.is_canceled() || state.state_at > self.created {
+            return;
+        }
+        state.status = status.to_owned();
+        state.plan = plan.or(state.plan);
+        state.state_at = self.created;
+        self.changes.subscription = Some(state.clone());
+    }
+
+    fn subscription_checkout(&mut self, session: &CheckoutSession) {
+        let Some(sub_id) = session.subscription.as_deref() else {
+            return self.ignore("subscription checkout without a subscription");
+        };
+        if !session.paid {
+            return self.ignore("checkout not paid");
+        }
+        let plan = session.item.and_then(Item::plan).or_else(|| self.subscription.as_ref().and_then(|s| s.plan));
+        let Some(plan) = plan else {
+            return self.ignore("checkout names no plan");
+        };
+        if self.subscription.is_none() {
+            // Known only from checkout so far: the subscription's own events carry its
+            // authoritative state, so this row must not look newer than they are.
+            let state = SubscriptionState {
+                id: sub_id.to_owned(),
+                user_id: self.user_id(),
+                status: "active".into(),
+                plan: Some(plan),
+                current_period_end: None,
+                cancel_at_period_end: false,
+                state_at: 0,
+            };
+            self.subscription = Some(state.clone());
+            self.changes.subscription = Some(state);
+        }
+        self.pay_period(sub_id, FIRST_PERIOD, plan);
+    }
+
+    fn topup_checkout(&mut self, session: &CheckoutSession, existing: Option<Topup>) {
+        if !session.paid {
+            return self.ignore("checkout not paid");
+        }
+        if !matches!(session.item, None | Some(Item::Topup)) {
+            return self.ignore("payment checkout for an item that is not a top-up");
+        }
+        if existing.is_some() {
+            return self.ignore("top-up already granted");
+        }
+        let credits = self.catalog.topup.credits;
+        self.changes.ledger.post(Bucket::Topup, credits, "topup", format!("topup:{}", session.id));
+        self.changes.topup = Some(Topup {
+            session_id: session.id.clone(),
+            user_id: self.user_id(),
+            payment_intent: session.payment_intent.clone(),
+            credits,
+            refunded_credits: 0,
+        });
+    }
+
+    fn invoice_paid(&mut self, invoice: &Invoice) {
+        let Some(sub_id) = invoice.subscription.as_deref() else {
+            return self.ignore("invoice without a subscription");
+        };
+        let plan = self
+            .plan_of_price(invoice.price_id.as_deref())
+            .or_else(|| self.subscription.as_ref().and_then(|s| s.plan));
+        self.observe_status(sub_id, "active", plan);
+        let Some(plan) = plan else {
+            return self.ignore("invoice price is not a tally plan");
+        };
+        match invoice_period(invoice) {
+            Some(start) => self.pay_period(sub_id, start, plan),
+            None => self.ignore("invoice opens no period"),
+        }
+    }
+
+    fn invoice_failed(&mut self, invoice: &Invoice) {
+        let Some(sub_id) = invoice.subscription.as_deref() else {
+            return self.ignore("invoice without a subscription");
+        };
+        let plan = self.plan_of_price(invoice.price_id.as_deref());
+        self.observe_status(sub_id, "past_due", plan);
+    }
+
+    fn subscription_changed(&mut self, sub: &Subscription) {
+        if sub.status == "canceled" {
+            return self.subscription_deleted(sub);
+        }
+        let plan = self.plan_of_price(sub.price_id.as_deref());
+        self.observe_status(&sub.id, &sub.status, plan);
+        if let Some(state) = self.changes.subscription.as_mut() {
+            state.current_period_end = sub.current_period_end.or(state.current_period_end);
+            state.cancel_at_period_end = sub.cancel_at_period_end;
+        }
+        if let (Some(plan), Some(start)) = (plan, subscription_period(sub)) {
+            if sub.status == "active" && !self.canceled() {
+                self.show_period(&sub.id, start, plan);
+            }
+        }
+    }
+
+    fn subscription_deleted(&mut self, sub: &Subscription) {
+        let already_canceled = self.canceled();
+        if !already_canceled {
+            let plan = self.plan_of_price(sub.price_id.as_deref());
+            let user_id = self.user_id();
+            let state = self.subscription.get_or_insert_with(|| SubscriptionState {
+                id: sub.id.clone(),
+                user_id,
+                status: String::new(),
+                plan,
+                current_period_end: sub.current_period_end,
+                cancel_at_period_end: sub.cancel_at_period_end,
+                state_at: 0,
+            });
+            state.status = "canceled".into();
+            state.state_at = state.state_at.max(self.created);
+            self.changes.subscription = Some(state.clone());
+        }
+        let ledger = &mut self.changes.ledger;
+        if ledger.account.funded_by.as_deref() == Some(sub.id.as_str()) {
+            // The tier ends with the subscription; bought top-ups stay.
+            ledger.reset_plan(self.catalog.free_credits, "subscription_ended", format!("ended:{}", sub.id));
+            ledger.account.tier = Plan::Free;
+            ledger.account.funded_by = None;
+        } else if already_canceled {
+            self.ignore("subscription already deleted");
+        }
+    }
+
+    /// A payment for `plan` in the period starting at `start`.
+    fn pay_period(&mut self, sub_id: &str, start: i64, plan: Plan) {
+        if self.canceled() {
+            return self.ignore("subscription is canceled");
+        }
+        if self.latest_granted.is_some_and(|latest| latest > start) {
+            return self.ignore("a newer period has already been granted");
+        }
+        let period = self.period.take().unwrap_or_else(|| Period {
+            subscription_id: sub_id.to_owned(),
+            start,
+            seen: None,
+            granted: None,
+        });
+        let best = period.seen.map_or(plan, |seen| seen.max(plan));
+        self.grant(period, best);
+    }
+
+    /// The subscription shows `plan` as active in the period starting at `start`: an
+    /// upgrade if that period is paid, otherwise remembered for when it is.
+    fn show_period(&mut self, sub_id: &str, start: i64, plan: Plan) {
+        if self.latest_granted.is_some_and(|latest| latest > start) {
+            return;
+        }
+        let mut period = self.period.take().unwrap_or_else(|| Period {
+            subscription_id: sub_id.to_owned(),
+            start,
+            seen: None,
+            granted: None,
+        });
+        if period.granted.is_some() {
+            return self.grant(period, plan);
+        }
+        if period.seen.is_none_or(|seen| plan > seen) {
+            period.seen = Some(plan);
+            self.changes.period = Some(period);
+        }
+    }
+
+    /// Brings the period's grant up to `plan`: a new period resets the plan bucket, a
+    /// better plan in a granted period adds the difference, anything else is a no-op.
+    fn grant(&mut self, mut period: Period, plan: Plan) {
+        let reference = format!("period:{}:{}:{}", period.subscription_id, period.start, plan.as_str());
+        let allowance = self.catalog.allowance(plan);
+        let ledger = &mut self.changes.ledger;
+        match period.granted {
+            None => ledger.reset_plan(allowance, "subscription_period", reference),
+            Some(granted) if plan > granted => {
+                let more = allowance - self.catalog.allowance(granted);
+                ledger.post(Bucket::Plan, more, "subscription_upgrade", reference);
+            }
+            Some(_) => return self.ignore("period already granted"),
+        }
+        ledger.account.tier = plan;
+        ledger.account.funded_by = Some(period.subscription_id.clone());
+        period.granted = Some(plan);
+        self.changes.period = Some(period);
+    }
+
+    fn refund(&mut self, charge: &Charge, topup: Option<Topup>) {
+        let Some(mut topup) = topup else {
+            return self.ignore("charge is not a known top-up");
+        };
+        if charge.amount <= 0 {
+            return self.ignore("charge has no amount");
+        }
+        let refunded = charge.amount_refunded.clamp(0, charge.amount);
+        let target = topup.credits * refunded / charge.amount;
+        if target <= topup.refunded_credits {
+            return self.ignore("refund already taken into account");
+        }
+        // Credits already spent cannot be taken back: the bucket stops at zero.
+        let owed = target - topup.refunded_credits;
+        let take = owed.min(self.changes.ledger.account.topup_credits);
+        let reference = format!("refund:{}:{}", charge.id, refunded);
+        self.changes.ledger.post(Bucket::Topup, -take, "topup_refund", reference);
+        topup.refunded_credits = target;
+        self.changes.topup = Some(topup);
+    }
+}

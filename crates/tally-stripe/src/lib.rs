@@ -1,0 +1,9 @@
+//! The only crate that speaks Stripe: webhook signatures, tolerant event parsing of
+//! both API shapes (2023 and 2025+), and realistic test events for `tally trigger`.
+
+pub mod fake;
+pub mod parse;
+pub mod signature;
+
+pub use parse::{ParseError, ParsedEvent, parse_event};
+pub use signature::{SignatureError, Verifier, sign};

@@ -1,0 +1,356 @@
+//! Tolerant event parsing: reads only the fields tally needs, from either API shape.
+//!
+//! The envelope decides whether a body is an event at all (else 400). The object is then
+//! read by type; a known type whose object cannot be read is still a stored event, with
+//! the reason kept, so it can be replayed once tally understands it.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use tally_core::event::{
+    BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, Subscription,
+};
+use tally_core::{BillingEvent, EventKind, Item};
+
+/// Why a body is not an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is not a Stripe event: {0}")]
+    NotAnEvent(String),
+}
+
+/// An event whose envelope was read; its object may still have been unreadable.
+#[derive(Debug, Clone)]
+pub struct ParsedEvent {
+    pub id: String,
+    pub event_type: String,
+    pub created: i64,
+    pub livemode: bool,
+    /// The normalized event, or why its object could not be read.
+    pub event: Result<BillingEvent, String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    id: String,
+    object: Option<String>,
+    #[serde(rename = "type")]
+    event_type: String,
+    created: i64,
+    #[serde(default)]
+    livemode: bool,
+    #[serde(borrow)]
+    data: Data<'a>,
+}
+
+#[derive(Deserialize)]
+struct Data<'a> {
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+/// Reads a webhook body.
+pub fn parse_event(payload: &[u8]) -> Result<ParsedEvent, ParseError> {
+    let envelope: Envelope = serde_json::from_slice(payload).map_err(|e| {
+        if e.is_data() {
+            ParseError::NotAnEvent(e.to_string())
+        } else {
+            ParseError::NotJson(e.to_string())
+        }
+    })?;
+    if envelope.object.as_deref().is_some_and(|o| o != "event") {
+        return Err(ParseError::NotAnEvent("`object` is not \"event\"".into()));
+    }
+    if envelope.id.is_empty() || envelope.event_type.is_empty() {
+        return Err(ParseError::NotAnEvent("empty `id` or `type`".into()));
+    }
+    let raw = envelope.data.object.get();
+    let kind = read_kind(&envelope.event_type, raw).map_err(|e| format!("{}: {e}", envelope.event_type));
+    Ok(ParsedEvent {
+        event: kind.map(|kind| BillingEvent { id: envelope.id.clone(), created: envelope.created, kind }),
+        id: envelope.id,
+        event_type: envelope.event_type,
+        created: envelope.created,
+        livemode: envelope.livemode,
+    })
+}
+
+fn read_kind(event_type: &str, raw: &str) -> Result<EventKind, serde_json::Error> {
+    Ok(match event_type {
+        "checkout.session.completed" => EventKind::Checkout(read::<CheckoutObject>(raw)?.into_session(false)),
+        "checkout.session.async_payment_succeeded" => EventKind::Checkout(read::<CheckoutObject>(raw)?.into_session(true)),
+        "invoice.paid" | "invoice.payment_succeeded" => EventKind::InvoicePaid(read::<InvoiceObject>(raw)?.into()),
+        "invoice.payment_failed" => EventKind::InvoicePaymentFailed(read::<InvoiceObject>(raw)?.into()),
+        "customer.subscription.created" | "customer.subscription.updated" => {
+            EventKind::SubscriptionChanged(read::<SubscriptionObject>(raw)?.into())
+        }
+        "customer.subscription.deleted" => EventKind::SubscriptionDeleted(read::<SubscriptionObject>(raw)?.into()),
+        "charge.refunded" => EventKind::ChargeRefunded(read::<ChargeObject>(raw)?.into()),
+        _ => EventKind::Unhandled,
+    })
+}
+
+fn read<T: DeserializeOwned>(raw: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_str(raw)
+}
+
+/// A field Stripe sends as an id, or as the object when expanded.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Expandable {
+    Id(String),
+    Object { id: String },
+}
+
+impl Expandable {
+    fn id(self) -> String {
+        match self {
+            Expandable::Id(id) | Expandable::Object { id } => id,
+        }
+    }
+}
+
+fn id_of(field: Option<Expandable>) -> Option<String> {
+    field.map(Expandable::id).filter(|id| !id.is_empty())
+}
+
+/// The metadata keys tally sets; other keys are not read.
+#[derive(Deserialize, Default)]
+struct Metadata {
+    user_id: Option<String>,
+    item: Option<String>,
+}
+
+fn user_of(metadata: Option<&Metadata>) -> Option<String> {
+    metadata.and_then(|m| m.user_id.clone()).filter(|u| !u.is_empty())
+}
+
+#[derive(Deserialize)]
+struct CheckoutObject {
+    id: String,
+    mode: Option<String>,
+    payment_status: Option<String>,
+    client_reference_id: Option<String>,
+    metadata: Option<Metadata>,
+    subscription: Option<Expandable>,
+    payment_intent: Option<Expandable>,
+    customer: Option<Expandable>,
+}
+
+impl CheckoutObject {
+    fn into_session(self, async_succeeded: bool) -> CheckoutSession {
+        let mode = match self.mode.as_deref() {
+            Some("subscription") => CheckoutMode::Subscription,
+            Some("payment") => CheckoutMode::Payment,
+            _ => CheckoutMode::Other,
+        };
+        let user_id = user_of(self.metadata.as_ref()).or(self.client_reference_id.filter(|c| !c.is_empty()));
+        CheckoutSession {
+            id: self.id,
+            mode,
+            paid: async_succeeded || self.payment_status.as_deref() == Some("paid"),
+            item: self.metadata.and_then(|m| m.item).as_deref().and_then(Item::parse),
+            subscription: id_of(self.subscription),
+            payment_intent: id_of(self.payment_intent),
+            owner: Owner { user_id, customer: id_of(self.customer) },
+        }
+    }
+}
+
+/// `subscription_details` (2023: on the invoice; 2025+: under `parent`).
+#[derive(Deserialize)]
+struct SubscriptionDetails {
+    subscription: Option<Expandable>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+struct InvoiceParent {
+    subscription_details: Option<SubscriptionDetails>,
+}
+
+#[derive(Deserialize)]
+struct InvoiceObject {
+    id: String,
+    billing_reason: Option<String>,
+    customer: Option<Expandable>,
+    metadata: Option<Metadata>,
+    /// 2023 shape.
+    subscription: Option<Expandable>,
+    subscription_details: Option<SubscriptionDetails>,
+    /// 2025+ shape.
+    parent: Option<InvoiceParent>,
+    lines: Option<List<InvoiceLine>>,
+}
+
+#[derive(Deserialize)]
+struct List<T> {
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct Period {
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct InvoiceLine {
+    period: Option<Period>,
+    /// 2023 shape (and `plan` before prices existed).
+    price: Option<Expandable>,
+    plan: Option<Expandable>,
+    proration: Option<bool>,
+    /// 2025+ shape.
+    pricing: Option<LinePricing>,
+    parent: Option<LineParent>,
+}
+
+#[derive(Deserialize)]
+struct LinePricing {
+    price_details: Option<PriceDetails>,
+}
+
+#[derive(Deserialize)]
+struct PriceDetails {
+    price: Option<Expandable>,
+}
+
+#[derive(Deserialize)]
+struct LineParent {
+    subscription_item_details: Option<SubscriptionItemDetails>,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionItemDetails {
+    proration: Option<bool>,
+}
+
+impl InvoiceLine {
+    fn is_proration(&self) -> bool {
+        self.proration.unwrap_or(false)
+            || self
+                .parent
+                .as_ref()
+                .and_then(|p| p.subscription_item_details.as_ref())
+                .and_then(|d| d.proration)
+                .unwrap_or(false)
+    }
+
+    fn price_id(self) -> Option<String> {
+        let current = self.pricing.and_then(|p| p.price_details).and_then(|d| d.price);
+        id_of(current.or(self.price).or(self.plan))
+    }
+}
+
+impl From<InvoiceObject> for Invoice {
+    fn from(inv: InvoiceObject) -> Invoice {
+        let details = inv.parent.and_then(|p| p.subscription_details).or(inv.subscription_details);
+        let (details_sub, details_meta) = match details {
+            Some(d) => (d.subscription, d.metadata),
+            None => (None, None),
+        };
+        let user_id = user_of(details_meta.as_ref()).or_else(|| user_of(inv.metadata.as_ref()));
+        let mut lines = inv.lines.map(|l| l.data).unwrap_or_default();
+        // The line that pays for the plan: not a proration, and with a price.
+        let pick = lines
+            .iter()
+            .position(|l| !l.is_proration() && l.period.is_some())
+            .or(if lines.is_empty() { None } else { Some(0) });
+        let (period_start, period_end, price_id) = match pick.map(|i| lines.swap_remove(i)) {
+            Some(mut line) => {
+                let period = line.period.take();
+                (period.as_ref().and_then(|p| p.start), period.and_then(|p| p.end), line.price_id())
+            }
+            None => (None, None, None),
+        };
+        Invoice {
+            id: inv.id,
+            subscription: id_of(details_sub).or(id_of(inv.subscription)),
+            billing_reason: match inv.billing_reason.as_deref() {
+                Some("subscription_create") => BillingReason::SubscriptionCreate,
+                Some("subscription_cycle") => BillingReason::SubscriptionCycle,
+                _ => BillingReason::Other,
+            },
+            period_start,
+            period_end,
+            price_id,
+            owner: Owner { user_id, customer: id_of(inv.customer) },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SubscriptionObject {
+    id: String,
+    #[serde(default)]
+    status: String,
+    customer: Option<Expandable>,
+    metadata: Option<Metadata>,
+    start_date: Option<i64>,
+    #[serde(default)]
+    cancel_at_period_end: bool,
+    cancel_at: Option<i64>,
+    /// 2023 shape.
+    current_period_start: Option<i64>,
+    current_period_end: Option<i64>,
+    items: Option<List<SubscriptionItem>>,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionItem {
+    price: Option<Expandable>,
+    plan: Option<Expandable>,
+    /// 2025+ shape.
+    current_period_start: Option<i64>,
+    current_period_end: Option<i64>,
+}
+
+impl From<SubscriptionObject> for Subscription {
+    fn from(sub: SubscriptionObject) -> Subscription {
+        let item = sub.items.and_then(|l| l.data.into_iter().next());
+        let (price_id, item_start, item_end) = match item {
+            Some(i) => (id_of(i.price.or(i.plan)), i.current_period_start, i.current_period_end),
+            None => (None, None, None),
+        };
+        Subscription {
+            id: sub.id,
+            status: sub.status,
+            price_id,
+            start_date: sub.start_date,
+            current_period_start: sub.current_period_start.or(item_start),
+            current_period_end: sub.current_period_end.or(item_end),
+            // Newer portals cancel "at period end" by setting cancel_at instead.
+            cancel_at_period_end: sub.cancel_at_period_end || sub.cancel_at.is_some(),
+            owner: Owner { user_id: user_of(sub.metadata.as_ref()), customer: id_of(sub.customer) },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ChargeObject {
+    id: String,
+    #[serde(default)]
+    amount: i64,
+    #[serde(default)]
+    amount_refunded: i64,
+    payment_intent: Option<Expandable>,
+    customer: Option<Expandable>,
+    metadata: Option<Metadata>,
+}
+
+impl From<ChargeObject> for Charge {
+    fn from(c: ChargeObject) -> Charge {
+        Charge {
+            id: c.id,
+            payment_intent: id_of(c.payment_intent),
+            amount: c.amount,
+            amount_refunded: c.amount_refunded,
+            owner: Owner { user_id: user_of(c.metadata.as_ref()), customer: id_of(c.customer) },
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Both API shapes read into the same normalized event.
+
+use serde_json::json;
+use tally_core::event::{BillingReason, CheckoutMode};
+use tally_core::{EventKind, Item};
+use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
+use tally_stripe::{ParseError, parse_event};
+
+const SHAPES: [Shape; 2] = [Shape::V2023, Shape::V2026];
+
+fn kind_of(event: serde_json::Value) -> EventKind {
+    let parsed = parse_event(event.to_string().as_bytes()).expect("an event");
+    parsed.event.expect("a readable object").kind
+}
+
+#[test]
+fn invoices_of_both_shapes_name_subscription_period_price_and_user() {
+    for shape in SHAPES {
+        let spec = InvoiceSpec {
+            id: "in_1",
+            subscription: "sub_1",
+            customer: "cus_1",
+            user: Some("alice"),
+            price: "price_pro",
+            billing_reason: "subscription_cycle",
+            period_start: 1_000,
+            period_end: 2_000,
+            amount: 4_900,
+            status: "paid",
+        };
+        let e = fake::event(shape, "invoice.paid", "evt_1", 5, fake::invoice(shape, &spec));
+        let EventKind::InvoicePaid(inv) = kind_of(e) else { panic!("{shape:?}: not an invoice") };
+        assert_eq!(inv.subscription.as_deref(), Some("sub_1"), "{shape:?}");
+        assert_eq!(inv.billing_reason, BillingReason::SubscriptionCycle);
+        assert_eq!((inv.period_start, inv.period_end), (Some(1_000), Some(2_000)), "{shape:?}");
+        assert_eq!(inv.price_id.as_deref(), Some("price_pro"), "{shape:?}");
+        assert_eq!(inv.owner.user_id.as_deref(), Some("alice"), "{shape:?}");
+        assert_eq!(inv.owner.customer.as_deref(), Some("cus_1"));
+    }
+}
+
+#[test]
+fn payment_succeeded_reads_like_paid() {
+    let spec = InvoiceSpec {
+        id: "in_1", subscription: "sub_1", customer: "cus_1", user: None, price: "p",
+        billing_reason: "subscription_create", period_start: 1, period_end: 2, amount: 1, status: "paid",
+    };
+    let e = fake::event(Shape::V2023, "invoice.payment_succeeded", "evt_1", 5, fake::invoice(Shape::V2023, &spec));
+    assert!(matches!(kind_of(e), EventKind::InvoicePaid(i) if i.billing_reason == BillingReason::SubscriptionCreate));
+}
+
+#[test]
+fn subscriptions_of_both_shapes_name_their_period() {
+    for shape in SHAPES {
+        let spec = SubscriptionSpec {
+            id: "sub_1", customer: "cus_1", user: Some("bob"), price: "price_ent", status: "active",
+            start_date: 100, period_start: 200, period_end: 300, cancel_at_period_end: true,
+        };
+        let e = fake::event(shape, "customer.subscription.updated", "evt_2", 5, fake::subscription(shape, &spec));
+        let EventKind::SubscriptionChanged(s) = kind_of(e) else { panic!("not a subscription") };
+        assert_eq!((s.current_period_start, s.current_period_end), (Some(200), Some(300)), "{shape:?}");
+        assert_eq!(s.price_id.as_deref(), Some("price_ent"), "{shape:?}");
+        assert_eq!(s.start_date, Some(100));
+        assert!(s.cancel_at_period_end);
+        assert_eq!(s.owner.user_id.as_deref(), Some("bob"));
+    }
+}
+
+#[test]
+fn checkout_sessions_read_mode_payment_status_and_item() {
+    for shape in SHAPES {
+        let spec = CheckoutSpec {
+            id: "cs_1", user: "carol", item: "topup", payment_status: "unpaid", customer: "cus_3",
+            subscription: None, payment_intent: Some("pi_1"), amount: 2_000,
+        };
+        let obj = fake::checkout_session(shape, &spec);
+        let EventKind::Checkout(s) = kind_of(fake::event(shape, "checkout.session.completed", "e", 1, obj.clone())) else {
+            panic!()
+        };
+        assert_eq!((s.mode, s.paid, s.item), (CheckoutMode::Payment, false, Some(Item::Topup)));
+        assert_eq!(s.payment_intent.as_deref(), Some("pi_1"));
+        let EventKind::Checkout(s) = kind_of(fake::event(shape, "checkout.session.async_payment_succeeded", "e", 1, obj)) else {
+            panic!()
+        };
+        assert!(s.paid, "async_payment_succeeded means paid");
+    }
+}
+
+#[test]
+fn charges_read_cumulative_refunds() {
+    for shape in SHAPES {
+        let spec = ChargeSpec { id: "ch_1", payment_intent: "pi_1", customer: "cus_1", amount: 2_000, amount_refunded: 500 };
+        let EventKind::ChargeRefunded(c) = kind_of(fake::event(shape, "charge.refunded", "e", 1, fake::charge(shape, &spec))) else {
+            panic!()
+        };
+        assert_eq!((c.amount, c.amount_refunded, c.payment_intent.as_deref()), (2_000, 500, Some("pi_1")));
+    }
+}
+
+#[test]
+fn expanded_objects_are_read_by_their_id() {
+    let e = json!({"id":"evt","object":"event","type":"checkout.session.completed","created":1,
+        "data":{"object":{"id":"cs","mode":"subscription","payment_status":"paid",
+        "subscription":{"id":"sub_x","object":"subscription"},"customer":{"id":"cus_x"}}}});
+    let EventKind::Checkout(s) = kind_of(e) else { panic!() };
+    assert_eq!((s.subscription.as_deref(), s.owner.customer.as_deref()), (Some("sub_x"), Some("cus_x")));
+}
+
+#[test]
+fn unknown_types_are_unhandled_not_errors() {
+    let e = json!({"id":"evt","object":"event","type":"plan.created","created":1,"data":{"object":{"id":"x"}}});
+    assert_eq!(kind_of(e), EventKind::Unhandled);
+}
+
+#[test]
+fn an_unreadable_object_of_a_known_type_is_kept_with_its_reason() {
+    let e = json!({"id":"evt","object":"event","type":"invoice.paid","created":1,"data":{"object":{"no_id":true}}});
+    let parsed = parse_event(e.to_string().as_bytes()).unwrap();
+    assert_eq!(parsed.id, "evt");
+    assert!(parsed.event.unwrap_err().contains("invoice.paid"));
+}
+
+#[test]
+fn bodies_that_are_not_events_are_refused() {
+    assert!(matches!(parse_event(b"{not json"), Err(ParseError::NotJson(_))));
+    assert!(matches!(parse_event(b"[1,2]"), Err(ParseError::NotAnEvent(_))));
+    assert!(matches!(parse_event(br#"{"id":"x"}"#), Err(ParseError::NotAnEvent(_))));
+    let customer = br#"{"id":"cus","object":"customer","type":"x","created":1,"data":{"object":{}}}"#;
+    assert!(matches!(parse_event(customer), Err(ParseError::NotAnEvent(_))));
+}
