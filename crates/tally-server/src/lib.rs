@@ -1,1 +1,83 @@
+//! tally's HTTP service: configuration, shared state, routes, and errors mapped once
+//! to stable answers.
 
+pub mod config;
+mod auth;
+mod error;
+mod routes;
+mod state;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+pub use config::{Config, ConfigError};
+pub use error::ApiError;
+pub use state::AppState;
+use tally_store::Store;
+
+/// Where the dev-mode webhook secret is kept in the database.
+pub const DEV_WEBHOOK_SECRET_KEY: &str = "dev_webhook_secret";
+
+/// A tally server bound to its port, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database, migrates it, settles the webhook secrets and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        let secrets = webhook_secrets(&config, &store).await?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("TALLY_BIND: cannot listen on {}: {e}", config.bind))?;
+        let state = AppState::new(config, store, &secrets);
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until ctrl-c or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let app = routes::router().with_state(self.state);
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        Ok(())
+    }
+}
+
+/// The configured webhook secrets; without any (and without a live key), one made
+/// once and kept in the database, so `tally trigger` and `stripe listen` work at once.
+async fn webhook_secrets(config: &Config, store: &Store) -> anyhow::Result<Vec<String>> {
+    if !config.webhook_secrets.is_empty() {
+        return Ok(config.webhook_secrets.clone());
+    }
+    let fresh = format!("whsec_dev_{}", hex::encode(rand::random::<[u8; 24]>()));
+    let secret = store.setting_or_insert(DEV_WEBHOOK_SECRET_KEY, &fresh).await?;
+    tracing::warn!("STRIPE_WEBHOOK_SECRET is not set: using the dev secret kept in the database");
+    println!("dev webhook secret: {secret}");
+    Ok(vec![secret])
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}

@@ -1,1 +1,98 @@
+//! tally's storage: one implementation of every query, on Postgres or embedded SQLite.
+//!
+//! Both backends speak the same SQL here (`$n` parameters, `on conflict`, `returning`),
+//! so the queries are written once, over sqlx's `Any` driver. What differs lives in
+//! [`postgres`] and [`sqlite`]: connection setup and the migrations. Exactly-once comes
+//! from the database alone: a unique key inside the transaction of each effect, and the
+//! account row locked (by an update) before it is read, so several tally processes can
+//! share one Postgres.
 
+mod credits;
+mod error;
+mod ingest;
+mod migrate;
+mod model;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::AnyPool;
+
+pub use error::StoreError;
+pub use model::{Billing, IngestOutcome, LedgerRow, NewEvent, Outcome, Spend, StoredEvent, SubscriptionView, TriggerState};
+
+/// Which database a [`Store`] is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool to tally's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `postgres://...` or `sqlite://...` (the file is created if missing).
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store { pool: postgres::connect(url).await?, backend: Backend::Postgres })
+        } else if url.starts_with("sqlite:") {
+            Ok(Store { pool: sqlite::connect(url).await?, backend: Backend::Sqlite })
+        } else {
+            Err(StoreError::BadUrl(url.to_owned()))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Brings the schema up to date.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Postgres => migrate::run(&self.pool, postgres::MIGRATIONS, postgres::MIGRATION_LOCK).await,
+            Backend::Sqlite => migrate::run(&self.pool, sqlite::MIGRATIONS, None).await,
+        }
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A value kept in the database, such as the dev-mode webhook secret.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value = sqlx::query_scalar("select value from settings where key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
+    /// Stores `value` under `key` unless one is there; returns the value that is kept.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("insert into settings (key, value) values ($1, $2) on conflict (key) do nothing")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(self.setting(key).await?.unwrap_or_else(|| value.to_owned()))
+    }
+}
+
+/// Now, in unix seconds.
+pub(crate) fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}

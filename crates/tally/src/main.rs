@@ -1,1 +1,62 @@
-fn main() {}
+//! The `tally` command: run the service, migrate its database, and drive it offline.
+
+mod trigger;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tally_server::{Application, Config};
+use tally_store::Store;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "tally", version, about = "Stripe plans and credits for apps that sell usage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (migrates the database first).
+    Serve,
+    /// Bring the database schema up to date.
+    Migrate,
+    /// Sign a realistic Stripe event for a user and post it to tally, offline.
+    Trigger(trigger::Args),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tally: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            println!("tally listening on http://{}", app.local_addr());
+            app.run().await
+        }
+        Command::Migrate => {
+            let store = Store::connect(&config.database_url).await?;
+            store.migrate().await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Trigger(args) => trigger::run(args, config).await,
+    }
+}

@@ -1,0 +1,171 @@
+//! Configuration from the environment (or a `.env` file), with CONTRACT §2's names.
+//! A missing or malformed setting is one line naming the variable.
+
+use std::net::SocketAddr;
+
+use tally_core::{Catalog, Item};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub stripe_secret_key: Option<String>,
+    /// Several during a rotation; empty means "use the dev secret".
+    pub webhook_secrets: Vec<String>,
+    pub catalog: Catalog,
+    pub bind: SocketAddr,
+    pub public_url: String,
+    pub api_key: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub stripe_api_base: String,
+}
+
+impl Config {
+    /// Reads the process environment, after loading `.env` from the working directory.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(ConfigError { name: ".env", problem: e.to_string() });
+        }
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`; an empty value counts as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let invalid = |name: &'static str, problem: String| ConfigError { name, problem };
+
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://tally.db".into());
+        if !["postgres://", "postgresql://", "sqlite:"].iter().any(|p| database_url.starts_with(p)) {
+            return Err(invalid("DATABASE_URL", format!("expected postgres://... or sqlite://..., got {database_url:?}")));
+        }
+
+        let stripe_secret_key = get("STRIPE_SECRET_KEY");
+        if let Some(key) = &stripe_secret_key
+            && !(key.starts_with("sk_") || key.starts_with("rk_"))
+        {
+            return Err(invalid("STRIPE_SECRET_KEY", "expected a key starting with sk_ or rk_".into()));
+        }
+
+        let webhook_secrets: Vec<String> = match get("STRIPE_WEBHOOK_SECRET") {
+            None => Vec::new(),
+            Some(list) => {
+                let secrets: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
+                if secrets.iter().any(String::is_empty) {
+                    return Err(invalid("STRIPE_WEBHOOK_SECRET", "an entry of the comma-separated list is empty".into()));
+                }
+                secrets
+            }
+        };
+        if webhook_secrets.is_empty() && stripe_secret_key.as_deref().is_some_and(is_live_key) {
+            return Err(invalid("STRIPE_WEBHOOK_SECRET", "required with a live STRIPE_SECRET_KEY".into()));
+        }
+
+        let mut catalog = Catalog::default();
+        let live = stripe_secret_key.as_deref().is_some_and(is_live_key);
+        for (name, item, offer) in [
+            ("STRIPE_PRO_PRICE_ID", Item::Pro, &mut catalog.pro),
+            ("STRIPE_ENTERPRISE_PRICE_ID", Item::Enterprise, &mut catalog.enterprise),
+            ("STRIPE_TOPUP_PRICE_ID", Item::Topup, &mut catalog.topup),
+        ] {
+            // Offline, placeholder prices let `tally trigger` tell the plans apart.
+            offer.price_id = get(name).or_else(|| (!live).then(|| dev_price_id(item)));
+            if let Some(id) = &offer.price_id
+                && id.contains(char::is_whitespace)
+            {
+                return Err(invalid(name, format!("a price id has no spaces, got {id:?}")));
+            }
+        }
+
+        let bind_text = get("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3000".into());
+        let bind = bind_text
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("TALLY_BIND", format!("expected host:port such as 127.0.0.1:3000, got {bind_text:?}")))?;
+
+        let public_url = get("TALLY_PUBLIC_URL").unwrap_or_else(|| "http://localhost:3000".into());
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(invalid("TALLY_PUBLIC_URL", format!("expected an http(s):// URL, got {public_url:?}")));
+        }
+
+        let stripe_api_base = get("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into());
+        if !(stripe_api_base.starts_with("http://") || stripe_api_base.starts_with("https://")) {
+            return Err(invalid("STRIPE_API_BASE", format!("expected an http(s):// URL, got {stripe_api_base:?}")));
+        }
+
+        Ok(Config {
+            database_url,
+            stripe_secret_key,
+            webhook_secrets,
+            catalog,
+            bind,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            api_key: get("TALLY_API_KEY"),
+            jwt_secret: get("AUTH_JWT_SECRET"),
+            stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// The price id used for `item` when none is configured and the key is not live.
+pub fn dev_price_id(item: Item) -> String {
+    format!("price_tally_{}", item.as_str())
+}
+
+fn is_live_key(key: &str) -> bool {
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn no_settings_at_all_run_on_embedded_sqlite() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, "sqlite://tally.db");
+        assert_eq!(c.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.public_url, "http://localhost:3000");
+        assert!(c.webhook_secrets.is_empty());
+    }
+
+    #[test]
+    fn webhook_secrets_are_a_comma_separated_list() {
+        let c = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b")]).unwrap();
+        assert_eq!(c.webhook_secrets, ["whsec_a", "whsec_b"]);
+        assert_eq!(config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a,,")]).unwrap_err().name, "STRIPE_WEBHOOK_SECRET");
+    }
+
+    #[test]
+    fn malformed_settings_name_their_variable() {
+        for (name, value) in [
+            ("TALLY_BIND", "localhost"),
+            ("DATABASE_URL", "mysql://x"),
+            ("STRIPE_SECRET_KEY", "pk_test_123"),
+            ("TALLY_PUBLIC_URL", "example.com"),
+            ("STRIPE_PRO_PRICE_ID", "price 1"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.name, name);
+            assert!(err.to_string().starts_with(name), "{err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn a_live_key_requires_a_webhook_secret() {
+        let err = config(&[("STRIPE_SECRET_KEY", "sk_live_abc")]).unwrap_err();
+        assert_eq!(err.name, "STRIPE_WEBHOOK_SECRET");
+        assert!(config(&[("STRIPE_SECRET_KEY", "sk_test_abc")]).is_ok());
+    }
+}

@@ -1,0 +1,82 @@
+//! Every error a handler returns, mapped once to a status and a stable JSON body:
+//! `{"error": code, "message": text}`. Causes are logged here, not shown.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tally_core::CoreError;
+use tally_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("insufficient credits: needed {needed}, available {available}")]
+    InsufficientCredits { needed: i64, available: i64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the body is larger than 1 MiB")]
+    PayloadTooLarge,
+    /// The database cannot commit now: callers (Stripe included) should retry.
+    #[error("the database is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_credits"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "database unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Refused(CoreError::InsufficientCredits { needed, available }) => {
+                ApiError::InsufficientCredits { needed, available }
+            }
+            StoreError::Refused(e @ CoreError::InvalidAmount(_)) => ApiError::bad_request("invalid_amount", e.to_string()),
+            e @ (StoreError::BadUrl(_) | StoreError::Database(_)) => {
+                tracing::error!(error = %e, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut body = json!({ "error": code, "message": self.to_string() });
+        if let ApiError::InsufficientCredits { needed, available } = self {
+            body["needed"] = json!(needed);
+            body["available"] = json!(available);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

@@ -1,0 +1,13 @@
+//! The HTTP routes, one module per area.
+
+mod credits;
+mod health;
+mod webhooks;
+
+use axum::Router;
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().merge(webhooks::router()).merge(credits::router()).merge(health::router())
+}

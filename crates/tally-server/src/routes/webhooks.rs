@@ -1,0 +1,74 @@
+//! `POST /api/webhooks/stripe`: verify the signature on the raw body, then record and
+//! apply the event in one transaction. 200 for anything stored (or already stored),
+//! 400 for what is not a signed event, 413 over 1 MiB, 503 when the database cannot
+//! commit, so that Stripe retries. Never 500 because of a payload.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tally_store::NewEvent;
+
+use crate::{ApiError, AppState};
+
+/// Stripe's own events stay far below this.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/webhooks/stripe", post(receive_webhook))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+async fn receive_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::bad_request("unreadable_body", rejection.body_text()),
+    })?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.trim_start().to_ascii_lowercase().starts_with("application/json") {
+        return Err(ApiError::bad_request("unsupported_content_type", "Stripe events are application/json"));
+    }
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    state
+        .verifier
+        .verify(&body, signature, unix_now())
+        .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
+    let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
+    // parse_event has read the body as JSON, which is UTF-8.
+    let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
+    let event = NewEvent {
+        id: &parsed.id,
+        event_type: &parsed.event_type,
+        created: parsed.created,
+        livemode: parsed.livemode,
+        payload,
+        event: parsed.event.as_ref().map_err(String::as_str),
+    };
+    let result = state.store.ingest(event, &state.catalog).await.map_err(|e| {
+        // Whatever the database said, the event is not stored: Stripe must retry.
+        tracing::warn!(event = %parsed.id, error = %e, "webhook not stored");
+        ApiError::Unavailable
+    })?;
+    tracing::info!(event = %parsed.id, kind = %parsed.event_type, outcome = result.outcome.as_str(), "webhook");
+    Ok(Json(json!({
+        "received": true,
+        "id": parsed.id,
+        "outcome": result.outcome,
+        "user_id": result.user_id,
+        "note": result.note,
+    })))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,119 @@
+//! Reading balances and spending credits.
+
+use tally_core::{Account, Catalog, Ledger, Plan};
+
+use crate::model::{Billing, LedgerRow, Spend, SubscriptionView};
+use crate::rows;
+use crate::{Store, StoreError};
+
+impl Store {
+    /// The user's billing state; a user tally has never seen is a new free user.
+    pub async fn billing(&self, user_id: &str, catalog: &Catalog) -> Result<Billing, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row: Option<(String, i64, i64, Option<String>)> =
+            sqlx::query_as("select tier, plan_credits, topup_credits, funded_by from accounts where user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let account = match row {
+            Some((tier, plan_credits, topup_credits, funded_by)) => Account {
+                user_id: user_id.to_owned(),
+                tier: Plan::parse(&tier).unwrap_or(Plan::Free),
+                plan_credits,
+                topup_credits,
+                funded_by,
+            },
+            None => Account::new_user(user_id, catalog),
+        };
+        // The subscription that funds the plan, else the newest one.
+        type Row = (String, String, Option<String>, Option<i64>, i64);
+        let subscription: Option<Row> = sqlx::query_as(
+            "select id, status, plan, current_period_end, cancel_at_period_end from subscriptions
+             where user_id = $1 order by (id = $2) desc, updated_at desc, id desc limit 1",
+        )
+        .bind(user_id)
+        .bind(account.funded_by.as_deref().unwrap_or(""))
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(Billing {
+            user_id: account.user_id.clone(),
+            tier: account.tier,
+            credits: account.credits(),
+            plan_credits: account.plan_credits,
+            topup_credits: account.topup_credits,
+            reserved_credits: 0,
+            subscription: subscription.map(|(id, status, plan, current_period_end, cancel)| SubscriptionView {
+                id,
+                status,
+                plan: plan.as_deref().and_then(Plan::parse),
+                current_period_end,
+                cancel_at_period_end: cancel != 0,
+            }),
+        })
+    }
+
+    /// Spends credits, plan bucket first. The same key spends once: a repeat answers
+    /// with the current state and changes nothing.
+    pub async fn spend(&self, spend: Spend<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
+        let reference = format!("spend:{}", spend.idempotency_key);
+        let mut tx = self.pool.begin().await?;
+        rows::ensure_account(&mut tx, spend.user_id, catalog).await?;
+        let account = rows::lock_account(&mut tx, spend.user_id).await?;
+        let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
+            .bind(&reference)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match earlier {
+            Some(owner) if owner == spend.user_id => {}
+            Some(_) => return Err(StoreError::Conflict("idempotency_key was used for another user".into())),
+            None => {
+                let mut ledger = Ledger::new(account);
+                ledger.spend(spend.amount, spend.reason, &reference)?;
+                rows::write_ledger(&mut tx, &ledger).await?;
+            }
+        }
+        tx.commit().await?;
+        self.billing(spend.user_id, catalog).await
+    }
+
+    /// The user's newest ledger rows, newest first.
+    pub async fn ledger(&self, user_id: &str, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+        type Row = (i64, String, i64, i64, String, String, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "select id, bucket, delta, balance_after, reason, reference, created_at from ledger
+             where user_id = $1 order by id desc limit $2",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, bucket, delta, balance_after, reason, reference, created_at)| LedgerRow {
+                id,
+                bucket,
+                delta,
+                balance_after,
+                reason,
+                reference,
+                created_at,
+            })
+            .collect())
+    }
+
+    /// Whether every account's balances equal the sums of its ledger rows; the users
+    /// where they do not.
+    pub async fn unbalanced_accounts(&self) -> Result<Vec<String>, StoreError> {
+        let users: Vec<String> = sqlx::query_scalar(
+            "select a.user_id from accounts a
+             left join (select user_id,
+                     cast(sum(case when bucket = 'plan' then delta else 0 end) as bigint) as plan_sum,
+                     cast(sum(case when bucket = 'topup' then delta else 0 end) as bigint) as topup_sum
+                 from ledger group by user_id) l on l.user_id = a.user_id
+             where coalesce(l.plan_sum, 0) <> a.plan_credits or coalesce(l.topup_sum, 0) <> a.topup_credits",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(users)
+    }
+}

@@ -1,0 +1,35 @@
+//! Embedded SQLite: one file, created on first use, so `tally serve` needs no setup.
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+
+use crate::StoreError;
+use crate::migrate::Migrations;
+
+pub const MIGRATIONS: Migrations = &[(20261127000001, include_str!("../migrations/sqlite/20261127000001_init.sql"))];
+
+pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
+    let url = if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    };
+    let pool = AnyPoolOptions::new()
+        // SQLite has one writer; a single connection queues writes in order instead of
+        // polling a busy lock, and every transaction here writes.
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("pragma journal_mode = wal; pragma synchronous = full; pragma busy_timeout = 5000;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    Ok(pool)
+}

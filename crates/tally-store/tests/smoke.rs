@@ -1,0 +1,34 @@
+//! The store's queries run on both backends.
+
+use tally_core::Catalog;
+use tally_store::{Spend, Store};
+
+async fn each_backend() -> Vec<Store> {
+    let dir = std::env::temp_dir().join(format!("tally-store-smoke-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let mut stores = vec![Store::connect(&format!("sqlite://{}", dir.display())).await.unwrap()];
+    if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+        stores.push(Store::connect(&url).await.unwrap());
+    }
+    stores
+}
+
+#[tokio::test]
+async fn migrations_spend_and_ledger_work_on_each_backend() {
+    let catalog = Catalog::default();
+    for store in each_backend().await {
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        let user = format!("smoke-{}", std::process::id());
+        let spend = Spend { user_id: &user, amount: 30, idempotency_key: &format!("{user}-k"), reason: "test" };
+        let billing = store.spend(spend, &catalog).await.unwrap();
+        assert_eq!(billing.credits, 70);
+        let again = store.spend(spend, &catalog).await.unwrap();
+        assert_eq!(again.credits, 70);
+        let ledger = store.ledger(&user, 10).await.unwrap();
+        assert_eq!(ledger.len(), 2);
+        assert!(store.unbalanced_accounts().await.unwrap().is_empty());
+        assert_eq!(store.setting_or_insert("k", "v1").await.unwrap(), "v1");
+        assert_eq!(store.setting_or_insert("k", "v2").await.unwrap(), "v1");
+    }
+}
