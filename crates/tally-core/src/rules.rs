@@ -190,14 +190,15 @@ impl Step<'_> {
         self.subscription.as_ref().is_some_and(SubscriptionState::is_canceled)
     }
 
-    /// Sets the subscription's status from an event that is not older than what we hold.
-    /// A canceled subscription stays canceled.
-    fn observe_status(&mut self, id: &str, status: &str, plan: Option<Plan>) {
+    /// Updates the subscription's state from an event that is not older than the state
+    /// we hold. A canceled subscription stays canceled.
+    fn observe(&mut self, id: &str, update: impl FnOnce(&mut SubscriptionState)) {
+        let user_id = self.user_id();
         let state = self.subscription.get_or_insert_with(|| SubscriptionState {
             id: id.to_owned(),
-            user_id: self.changes.ledger.account.user_id.clone(),
-            status: status.to_owned(),
-            plan,
+            user_id,
+            status: String::new(),
+            plan: None,
             current_period_end: None,
             cancel_at_period_end: false,
             state_at: 0,
@@ -205,10 +206,12 @@ impl Step<'_> {
         if state.is_canceled() || state.state_at > self.created {
             return;
         }
-        state.status = status.to_owned();
-        state.plan = plan.or(state.plan);
+        let before = state.clone();
+        update(state);
         state.state_at = self.created;
-        self.changes.subscription = Some(state.clone());
+        if *state != before {
+            self.changes.subscription = Some(state.clone());
+        }
     }
 
     fn subscription_checkout(&mut self, session: &CheckoutSession) {
@@ -268,7 +271,10 @@ impl Step<'_> {
         let plan = self
             .plan_of_price(invoice.price_id.as_deref())
             .or_else(|| self.subscription.as_ref().and_then(|s| s.plan));
-        self.observe_status(sub_id, "active", plan);
+        self.observe(sub_id, |state| {
+            state.status = "active".into();
+            state.plan = plan.or(state.plan);
+        });
         let Some(plan) = plan else {
             return self.ignore("invoice price is not a tally plan");
         };
@@ -283,7 +289,10 @@ impl Step<'_> {
             return self.ignore("invoice without a subscription");
         };
         let plan = self.plan_of_price(invoice.price_id.as_deref());
-        self.observe_status(sub_id, "past_due", plan);
+        self.observe(sub_id, |state| {
+            state.status = "past_due".into();
+            state.plan = plan.or(state.plan);
+        });
     }
 
     fn subscription_changed(&mut self, sub: &Subscription) {
@@ -291,11 +300,12 @@ impl Step<'_> {
             return self.subscription_deleted(sub);
         }
         let plan = self.plan_of_price(sub.price_id.as_deref());
-        self.observe_status(&sub.id, &sub.status, plan);
-        if let Some(state) = self.changes.subscription.as_mut() {
+        self.observe(&sub.id, |state| {
+            state.status = sub.status.clone();
+            state.plan = plan.or(state.plan);
             state.current_period_end = sub.current_period_end.or(state.current_period_end);
             state.cancel_at_period_end = sub.cancel_at_period_end;
-        }
+        });
         if let (Some(plan), Some(start)) = (plan, subscription_period(sub)) {
             if sub.status == "active" && !self.canceled() {
                 self.show_period(&sub.id, start, plan);

@@ -60,6 +60,11 @@ impl Store {
         Ok(self.events_where(sql, id).await?.pop())
     }
 
+    /// How many events the inbox holds.
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("select count(*) from events").fetch_one(&self.pool).await?)
+    }
+
     /// Stored events with this outcome, oldest first.
     pub async fn events_with_outcome(&self, outcome: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = "select id, type, created, payload, outcome, note, user_id, attempts from events

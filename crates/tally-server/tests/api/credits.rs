@@ -1,0 +1,127 @@
+//! The host app's credit routes: spending, idempotency, auth, validation.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tally_stripe::fake::Shape;
+
+use crate::helpers::{API_KEY, Customer, Db, now, spawn_app};
+use crate::on_both_backends;
+
+on_both_backends!(
+    spending_takes_plan_bucket_first_then_topup,
+    spending_more_than_the_balance_is_402_and_changes_nothing,
+    the_same_spend_key_twice_spends_once,
+    a_spend_key_of_another_user_is_a_conflict,
+    host_app_routes_need_the_api_key,
+    spend_requests_are_validated,
+    ledger_lists_newest_rows_first,
+    healthz_checks_the_database,
+);
+
+async fn spending_takes_plan_bucket_first_then_topup(db: Db) {
+    let app = spawn_app(db).await;
+    let c = Customer::new("carol", Shape::V2026);
+    app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
+    let (status, body) = app.spend("carol", 150, "k1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["plan_credits"].as_i64(), body["topup_credits"].as_i64(), body["credits"].as_i64()), (Some(0), Some(950), Some(950)));
+    app.assert_books_balance().await;
+}
+
+async fn spending_more_than_the_balance_is_402_and_changes_nothing(db: Db) {
+    let app = spawn_app(db).await;
+    let (status, body) = app.spend("dave", 101, "k1").await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(body["error"], "insufficient_credits");
+    assert_eq!((body["needed"].as_i64(), body["available"].as_i64()), (Some(101), Some(100)));
+    assert_eq!(app.balance("dave").await, ("free".into(), 100, 0));
+    app.assert_books_balance().await;
+}
+
+async fn the_same_spend_key_twice_spends_once(db: Db) {
+    let app = spawn_app(db).await;
+    let (first, _) = app.spend("erin", 30, "same").await;
+    let (second, body) = app.spend("erin", 30, "same").await;
+    assert_eq!((first, second), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(body["credits"], 70);
+    assert_eq!(app.balance("erin").await, ("free".into(), 70, 0));
+}
+
+async fn a_spend_key_of_another_user_is_a_conflict(db: Db) {
+    let app = spawn_app(db).await;
+    app.spend("erin", 30, "shared").await;
+    let (status, body) = app.spend("frank", 30, "shared").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(app.balance("frank").await, ("free".into(), 100, 0));
+}
+
+async fn host_app_routes_need_the_api_key(db: Db) {
+    let app = spawn_app(db).await;
+    for key in [None, Some("wrong")] {
+        let mut request = app.client.get(format!("{}/api/users/x/billing", app.address));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let spend = app
+            .client
+            .post(format!("{}/api/credits/spend", app.address))
+            .bearer_auth(key.unwrap_or(""))
+            .json(&json!({"user_id":"x","amount":1,"idempotency_key":"k"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(spend.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.balance("x").await, ("free".into(), 100, 0));
+}
+
+async fn spend_requests_are_validated(db: Db) {
+    let app = spawn_app(db).await;
+    let bad = [
+        json!({"user_id":"x","amount":0,"idempotency_key":"k"}),
+        json!({"user_id":"x","amount":-5,"idempotency_key":"k"}),
+        json!({"user_id":"x","amount":1.5,"idempotency_key":"k"}),
+        json!({"user_id":"","amount":1,"idempotency_key":"k"}),
+        json!({"user_id":"x","amount":1,"idempotency_key":""}),
+        json!({"user_id":"x","amount":1}),
+        json!({"user_id":"x","amount":1,"idempotency_key":"k","price":"free"}),
+    ];
+    for body in bad {
+        let response = app
+            .client
+            .post(format!("{}/api/credits/spend", app.address))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+    }
+    assert_eq!(app.balance("x").await, ("free".into(), 100, 0));
+}
+
+async fn ledger_lists_newest_rows_first(db: Db) {
+    let app = spawn_app(db).await;
+    app.spend("gina", 10, "k1").await;
+    app.spend("gina", 20, "k2").await;
+    let (status, rows) = app.get("/api/users/gina/ledger?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0]["delta"].as_i64(), rows[0]["balance_after"].as_i64()), (Some(-20), Some(70)));
+    assert_eq!(rows[0]["reference"], "spend:k2");
+    assert_eq!(rows[1]["reference"], "spend:k1");
+}
+
+async fn healthz_checks_the_database(db: Db) {
+    let app = spawn_app(db).await;
+    let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    app.store.close().await;
+    let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -1,0 +1,313 @@
+//! `spawn_app()`: a tally on port 0 with a fresh database, and the means to post signed
+//! events and read state back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use serde_json::{Value, json};
+use tally_server::{Application, Config};
+use tally_store::{Store, StoredEvent};
+use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
+
+pub const SECRET: &str = "whsec_test_suite";
+pub const API_KEY: &str = "test-api-key";
+pub const PRO: &str = "price_pro_test";
+pub const ENTERPRISE: &str = "price_enterprise_test";
+pub const MONTH: i64 = 30 * 24 * 3600;
+
+/// Runs each named scenario once per backend: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(db) = $crate::helpers::Db::postgres() {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Which backend a scenario runs on.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite,
+    /// The server URL from TEST_DATABASE_URL; each test gets its own database on it.
+    Postgres(String),
+}
+
+impl Db {
+    /// The Postgres backend, if TEST_DATABASE_URL is set. In CI it must be: a suite
+    /// that silently skipped Postgres would prove nothing about it.
+    pub fn postgres() -> Option<Db> {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(Db::Postgres(url)),
+            _ if std::env::var_os("CI").is_some() || std::env::var_os("TALLY_REQUIRE_POSTGRES").is_some() => {
+                panic!("TEST_DATABASE_URL is not set, but CI requires the Postgres suite to run")
+            }
+            _ => {
+                eprintln!("TEST_DATABASE_URL is not set: skipping the Postgres run of this scenario");
+                None
+            }
+        }
+    }
+
+    /// A fresh, empty database; returns its URL.
+    async fn fresh(&self) -> String {
+        let n = unique();
+        match self {
+            Db::Sqlite => {
+                let path = std::env::temp_dir().join(format!("tally-test-{}-{n}.db", std::process::id()));
+                format!("sqlite://{}", path.display())
+            }
+            Db::Postgres(url) => {
+                let name = format!("tally_test_{}_{n}", std::process::id());
+                let mut admin = PgConnection::connect(url).await.expect("TEST_DATABASE_URL must be reachable");
+                sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the test database");
+                replace_database(url, &name)
+            }
+        }
+    }
+}
+
+/// `postgres://user@host:port/old?params` with the database renamed.
+pub fn replace_database(url: &str, name: &str) -> String {
+    let (base, params) = url.split_once('?').map_or((url, None), |(b, p)| (b, Some(p)));
+    let head = base.rsplit_once('/').map_or(base, |(head, _)| head);
+    match params {
+        Some(p) => format!("{head}/{name}?{p}"),
+        None => format!("{head}/{name}"),
+    }
+}
+
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    NEXT.fetch_add(1, Ordering::Relaxed) * 1_000_000_000 + nanos
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub database_url: String,
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    let database_url = db.fresh().await;
+    let vars = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("TALLY_API_KEY", API_KEY),
+        ("TALLY_BIND", "127.0.0.1:0"),
+        ("STRIPE_PRO_PRICE_ID", PRO),
+        ("STRIPE_ENTERPRISE_PRICE_ID", ENTERPRISE),
+        ("STRIPE_TOPUP_PRICE_ID", "price_topup_test"),
+    ];
+    let config = Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+        .expect("test config is valid");
+    let app = Application::build(config).await.expect("tally starts");
+    let address = format!("http://{}", app.local_addr());
+    let store = app.state().store.clone();
+    tokio::spawn(app.run());
+    TestApp { address, client: reqwest::Client::new(), store, database_url }
+}
+
+impl TestApp {
+    /// Posts `event` signed with the configured secret; returns the status and body.
+    pub async fn post_event(&self, event: &Value) -> (StatusCode, Value) {
+        let body = event.to_string();
+        let signature = tally_stripe::sign(body.as_bytes(), SECRET, now());
+        self.post_webhook(body.into_bytes(), Some(&signature), "application/json").await
+    }
+
+    /// Posts an event and insists on a 200 with the given outcome.
+    pub async fn deliver(&self, event: &Value, outcome: &str) {
+        let (status, body) = self.post_event(event).await;
+        assert_eq!(status, StatusCode::OK, "{} -> {body}", event["type"]);
+        assert_eq!(body["outcome"], outcome, "{} -> {body}", event["type"]);
+    }
+
+    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<&str>, content_type: &str) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/api/webhooks/stripe", self.address))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        let response = request.send().await.expect("tally answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("tally answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn billing(&self, user: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/users/{user}/billing")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// (tier, plan_credits, topup_credits) of a user.
+    pub async fn balance(&self, user: &str) -> (String, i64, i64) {
+        let b = self.billing(user).await;
+        (b["tier"].as_str().unwrap().to_owned(), b["plan_credits"].as_i64().unwrap(), b["topup_credits"].as_i64().unwrap())
+    }
+
+    pub async fn spend(&self, user: &str, amount: i64, key: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/credits/spend", self.address))
+            .bearer_auth(API_KEY)
+            .json(&json!({ "user_id": user, "amount": amount, "idempotency_key": key, "reason": "test" }))
+            .send()
+            .await
+            .expect("tally answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stored(&self, event_id: &str) -> Option<StoredEvent> {
+        self.store.event(event_id).await.unwrap()
+    }
+
+    pub async fn stored_count(&self) -> i64 {
+        self.store.count_events().await.unwrap()
+    }
+
+    /// The books balance: every account equals the sum of its ledger rows.
+    pub async fn assert_books_balance(&self) {
+        assert_eq!(self.store.unbalanced_accounts().await.unwrap(), Vec::<String>::new());
+    }
+}
+
+/// One customer's Stripe objects, to build the events of their story.
+pub struct Customer {
+    pub user: String,
+    pub customer: String,
+    pub shape: Shape,
+}
+
+impl Customer {
+    pub fn new(user: &str, shape: Shape) -> Customer {
+        Customer { user: user.to_owned(), customer: format!("cus_{user}"), shape }
+    }
+
+    pub fn event(&self, event_type: &str, created: i64, object: Value) -> Value {
+        let id = format!("evt_{}", unique());
+        fake::event(self.shape, event_type, &id, created, object)
+    }
+
+    /// checkout.session.completed in subscription mode.
+    pub fn checkout(&self, session: &str, sub: &str, item: &str, payment_status: &str, created: i64) -> Value {
+        let spec = CheckoutSpec {
+            id: session,
+            user: &self.user,
+            item,
+            payment_status,
+            customer: &self.customer,
+            subscription: Some(sub),
+            payment_intent: None,
+            amount: 4_900,
+        };
+        self.event("checkout.session.completed", created, fake::checkout_session(self.shape, &spec))
+    }
+
+    /// checkout.session.completed (or async_payment_succeeded) in payment mode.
+    pub fn topup(&self, event_type: &str, session: &str, payment_intent: &str, payment_status: &str, created: i64) -> Value {
+        let spec = CheckoutSpec {
+            id: session,
+            user: &self.user,
+            item: "topup",
+            payment_status,
+            customer: &self.customer,
+            subscription: None,
+            payment_intent: Some(payment_intent),
+            amount: 2_000,
+        };
+        self.event(event_type, created, fake::checkout_session(self.shape, &spec))
+    }
+
+    /// An invoice event; `user` false leaves the user to be found by customer or subscription.
+    #[allow(clippy::too_many_arguments)]
+    pub fn invoice(&self, event_type: &str, id: &str, sub: &str, price: &str, reason: &str, period_start: i64, created: i64) -> Value {
+        let spec = InvoiceSpec {
+            id,
+            subscription: sub,
+            customer: &self.customer,
+            user: None,
+            price,
+            billing_reason: reason,
+            period_start,
+            period_end: period_start + MONTH,
+            amount: 4_900,
+            status: if event_type == "invoice.payment_failed" { "open" } else { "paid" },
+        };
+        self.event(event_type, created, fake::invoice(self.shape, &spec))
+    }
+
+    /// A customer.subscription.* event; the first period starts at `start_date`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscription(
+        &self,
+        event_type: &str,
+        sub: &str,
+        price: &str,
+        status: &str,
+        start_date: i64,
+        period_start: i64,
+        cancel_at_period_end: bool,
+        created: i64,
+    ) -> Value {
+        let spec = SubscriptionSpec {
+            id: sub,
+            customer: &self.customer,
+            user: Some(&self.user),
+            price,
+            status,
+            start_date,
+            period_start,
+            period_end: period_start + MONTH,
+            cancel_at_period_end,
+        };
+        self.event(event_type, created, fake::subscription(self.shape, &spec))
+    }
+
+    pub fn refund(&self, charge: &str, payment_intent: &str, amount_refunded: i64, created: i64) -> Value {
+        let spec = ChargeSpec { id: charge, payment_intent, customer: &self.customer, amount: 2_000, amount_refunded };
+        self.event("charge.refunded", created, fake::charge(self.shape, &spec))
+    }
+}

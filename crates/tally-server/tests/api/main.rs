@@ -1,0 +1,10 @@
+//! tally's scenario suite: every rule of CONTRACT §1 and every webhook answer, through
+//! HTTP, on embedded SQLite and (with TEST_DATABASE_URL) on Postgres.
+
+mod helpers;
+
+mod bad_input;
+mod concurrency;
+mod credits;
+mod subscriptions;
+mod topups;
