@@ -422,3 +422,125 @@ impl Step<'_> {
         self.changes.topup = Some(topup);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Owner, Subscription as SubObject};
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        c.pro.price_id = Some("p_pro".into());
+        c.enterprise.price_id = Some("p_ent".into());
+        c
+    }
+
+    fn snapshot(plan_credits: i64, topup_credits: i64) -> Snapshot {
+        let mut account = Account::new_user("u", &catalog());
+        account.plan_credits = plan_credits;
+        account.topup_credits = topup_credits;
+        Snapshot { account, subscription: None, period: None, latest_granted: None, topup: None }
+    }
+
+    fn event(kind: EventKind) -> BillingEvent {
+        BillingEvent { id: "evt".into(), created: 1_000, kind }
+    }
+
+    fn checkout(item: Item) -> EventKind {
+        EventKind::Checkout(CheckoutSession {
+            id: "cs".into(),
+            mode: CheckoutMode::Subscription,
+            paid: true,
+            item: Some(item),
+            subscription: Some("sub".into()),
+            payment_intent: None,
+            owner: Owner::default(),
+        })
+    }
+
+    fn updated(price: &str) -> EventKind {
+        EventKind::SubscriptionChanged(SubObject {
+            id: "sub".into(),
+            status: "active".into(),
+            price_id: Some(price.into()),
+            start_date: Some(500),
+            current_period_start: Some(500),
+            current_period_end: Some(900),
+            cancel_at_period_end: false,
+            owner: Owner::default(),
+        })
+    }
+
+    #[test]
+    fn the_first_payment_of_a_period_resets_the_plan_bucket() {
+        let changes = apply(&event(checkout(Item::Pro)), snapshot(40, 7), &catalog());
+        assert_eq!(changes.ledger.account.plan_credits, 2_500);
+        assert_eq!(changes.ledger.account.topup_credits, 7);
+        assert_eq!(changes.ledger.account.tier, Plan::Pro);
+        assert_eq!(changes.period.unwrap().granted, Some(Plan::Pro));
+    }
+
+    #[test]
+    fn a_period_already_granted_grants_nothing_more() {
+        let mut s = snapshot(10, 0);
+        s.period = Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
+        s.latest_granted = Some(FIRST_PERIOD);
+        let changes = apply(&event(checkout(Item::Pro)), s, &catalog());
+        assert!(changes.ledger.entries.is_empty());
+        assert_eq!(changes.note, Some("period already granted"));
+    }
+
+    #[test]
+    fn a_better_plan_in_a_granted_period_adds_the_difference() {
+        let mut s = snapshot(100, 0);
+        s.period = Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
+        s.latest_granted = Some(FIRST_PERIOD);
+        let changes = apply(&event(updated("p_ent")), s, &catalog());
+        assert_eq!(changes.ledger.account.plan_credits, 100 + 7_500);
+        assert_eq!(changes.ledger.account.tier, Plan::Enterprise);
+    }
+
+    #[test]
+    fn a_plan_seen_before_payment_is_granted_with_it() {
+        let seen = apply(&event(updated("p_ent")), snapshot(100, 0), &catalog());
+        assert!(seen.ledger.entries.is_empty(), "nothing is granted before payment");
+        let mut s = snapshot(100, 0);
+        s.period = seen.period;
+        let paid = apply(&event(checkout(Item::Pro)), s, &catalog());
+        assert_eq!(paid.ledger.account.plan_credits, 10_000);
+    }
+
+    #[test]
+    fn a_payment_for_an_older_period_changes_nothing() {
+        let mut s = snapshot(100, 0);
+        s.latest_granted = Some(5_000);
+        let changes = apply(&event(checkout(Item::Enterprise)), s, &catalog());
+        assert!(changes.ledger.entries.is_empty());
+    }
+
+    #[test]
+    fn deleting_a_subscription_that_funds_nothing_keeps_the_balance() {
+        let mut s = snapshot(2_000, 0);
+        s.account.tier = Plan::Pro;
+        s.account.funded_by = Some("other".into());
+        let EventKind::SubscriptionChanged(obj) = updated("p_pro") else { unreachable!() };
+        let changes = apply(&event(EventKind::SubscriptionDeleted(obj)), s, &catalog());
+        assert_eq!(changes.ledger.account.plan_credits, 2_000);
+        assert_eq!(changes.subscription.unwrap().status, "canceled");
+    }
+
+    #[test]
+    fn refunds_take_the_refunded_share_once() {
+        let topup = Topup { session_id: "cs".into(), user_id: "u".into(), payment_intent: Some("pi".into()), credits: 1_000, refunded_credits: 250 };
+        let charge = |refunded| {
+            EventKind::ChargeRefunded(Charge { id: "ch".into(), payment_intent: Some("pi".into()), amount: 2_000, amount_refunded: refunded, owner: Owner::default() })
+        };
+        let mut s = snapshot(0, 600);
+        s.topup = Some(topup.clone());
+        let changes = apply(&event(charge(1_000)), s, &catalog());
+        assert_eq!(changes.ledger.account.topup_credits, 350, "half refunded: 500 owed, 250 taken before");
+        let mut s = snapshot(0, 600);
+        s.topup = Some(topup);
+        assert!(apply(&event(charge(500)), s, &catalog()).ledger.entries.is_empty());
+    }
+}

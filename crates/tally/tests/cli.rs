@@ -1,0 +1,130 @@
+//! The `tally` binary as a newcomer uses it: `serve` with no configuration at all, then
+//! a customer's whole life driven by `tally trigger`, and the exit codes of mistakes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const API_KEY: &str = "cli-test-key";
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `tally` in `dir`, with none of the caller's Stripe or tally settings.
+fn tally(dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+    cmd.current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("STRIPE_") || name.starts_with("TALLY_") || name == "DATABASE_URL" || name == "AUTH_JWT_SECRET" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("TALLY_BIND", format!("127.0.0.1:{port}")).env("TALLY_API_KEY", API_KEY);
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_server() -> Server {
+    let dir = std::env::temp_dir().join(format!("tally-cli-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let child = tally(&dir, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let server = Server { child, dir, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "tally serve did not become healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// A tiny blocking GET, so the test needs no HTTP client crate.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+fn billing(server: &Server, user: &str) -> serde_json::Value {
+    let body = http_get(server.port, &format!("/api/users/{user}/billing")).expect("billing answers");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn trigger(server: &Server, args: &[&str]) -> Output {
+    let output = tally(&server.dir, server.port).arg("trigger").args(args).output().unwrap();
+    assert!(output.status.success(), "trigger {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn balance(server: &Server, user: &str) -> (String, i64, i64) {
+    let b = billing(server, user);
+    (b["tier"].as_str().unwrap().to_owned(), b["plan_credits"].as_i64().unwrap(), b["topup_credits"].as_i64().unwrap())
+}
+
+#[test]
+fn a_customers_whole_life_runs_offline_with_trigger() {
+    let server = start_server();
+    assert!(server.dir.join("tally.db").exists(), "serve creates the embedded database");
+    assert_eq!(balance(&server, "alice"), ("free".into(), 100, 0));
+
+    trigger(&server, &["checkout.session.completed", "--user", "alice", "--item", "pro"]);
+    assert_eq!(balance(&server, "alice"), ("pro".into(), 2_500, 0), "checkout and first invoice grant once");
+
+    trigger(&server, &["checkout.session.completed", "--user", "alice", "--item", "topup"]);
+    trigger(&server, &["invoice.paid", "--user", "alice", "--api-version", "2023"]);
+    assert_eq!(balance(&server, "alice"), ("pro".into(), 2_500, 1_000));
+
+    trigger(&server, &["customer.subscription.updated", "--user", "alice", "--item", "enterprise"]);
+    assert_eq!(balance(&server, "alice"), ("enterprise".into(), 10_000, 1_000));
+
+    trigger(&server, &["charge.refunded", "--user", "alice"]);
+    trigger(&server, &["customer.subscription.deleted", "--user", "alice"]);
+    assert_eq!(balance(&server, "alice"), ("free".into(), 100, 0));
+
+    trigger(&server, &["checkout.session.async_payment_succeeded", "--user", "bob"]);
+    assert_eq!(balance(&server, "bob"), ("free".into(), 100, 1_000));
+}
+
+#[test]
+fn mistakes_exit_with_one_line() {
+    let server = start_server();
+    let usage = tally(&server.dir, server.port).arg("no-such-command").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+
+    let unknown = tally(&server.dir, server.port).args(["trigger", "plan.created"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&unknown.stderr).trim().lines().count(), 1);
+
+    let no_subscription = tally(&server.dir, server.port).args(["trigger", "invoice.paid", "--user", "nobody"]).output().unwrap();
+    assert_eq!(no_subscription.status.code(), Some(1));
+
+    let bad_bind = tally(&server.dir, server.port).env("TALLY_BIND", "nowhere").arg("serve").output().unwrap();
+    assert_eq!(bad_bind.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&bad_bind.stderr);
+    assert!(message.contains("TALLY_BIND"), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+}
