@@ -43,6 +43,8 @@ pub struct Account {
     pub topup_credits: i64,
     /// The subscription whose period filled the plan bucket; its deletion ends the tier.
     pub funded_by: Option<String>,
+    /// Credits held by live reservations: part of the buckets, but not free to spend.
+    pub reserved: i64,
 }
 
 impl Account {
@@ -54,6 +56,7 @@ impl Account {
             plan_credits: catalog.free_credits,
             topup_credits: 0,
             funded_by: None,
+            reserved: 0,
         }
     }
 
@@ -70,6 +73,11 @@ impl Account {
 
     pub fn credits(&self) -> i64 {
         self.plan_credits + self.topup_credits
+    }
+
+    /// What can be spent or held now: the balance less what reservations hold.
+    pub fn available(&self) -> i64 {
+        (self.credits() - self.reserved).max(0)
     }
 
     fn bucket_mut(&mut self, bucket: Bucket) -> &mut i64 {
@@ -117,15 +125,73 @@ impl Ledger {
         self.post(Bucket::Plan, delta, reason, reference);
     }
 
-    /// Takes `amount` from the plan bucket first, then from top-ups; all or nothing.
+    /// Takes `amount` of the credits not held, from the plan bucket first, then from
+    /// top-ups; all or nothing.
     pub fn spend(&mut self, amount: i64, reason: &str, reference: &str) -> Result<(), CoreError> {
         if amount <= 0 {
             return Err(CoreError::InvalidAmount(amount));
         }
-        let available = self.account.credits();
+        let available = self.account.available();
         if amount > available {
             return Err(CoreError::InsufficientCredits { needed: amount, available });
         }
+        self.take(amount, reason, reference);
+        Ok(())
+    }
+
+    /// An operator's correction of one bucket; it never takes the bucket below zero.
+    pub fn adjust(&mut self, bucket: Bucket, delta: i64, reason: &str, reference: String) -> Result<(), CoreError> {
+        if delta == 0 {
+            return Err(CoreError::InvalidAmount(0));
+        }
+        let balance = *self.account.bucket_mut(bucket);
+        if balance + delta < 0 {
+            return Err(CoreError::InsufficientCredits { needed: -delta, available: balance });
+        }
+        self.post(bucket, delta, reason, reference);
+        Ok(())
+    }
+
+    /// Holds `amount` of the credits not held yet; the buckets do not move until commit.
+    pub fn reserve(&mut self, amount: i64, reference: &str) -> Result<(), CoreError> {
+        if amount <= 0 {
+            return Err(CoreError::InvalidAmount(amount));
+        }
+        let available = self.account.available();
+        if amount > available {
+            return Err(CoreError::InsufficientCredits { needed: amount, available });
+        }
+        self.account.reserved += amount;
+        self.note(Bucket::Plan, "reserve", reference);
+        Ok(())
+    }
+
+    /// Settles a hold of `held` credits at `amount`: takes it plan-first and frees the
+    /// rest. A period reset while the hold was open may have left less than was held;
+    /// the balance never goes below zero, so the amount taken is returned.
+    pub fn commit(&mut self, held: i64, amount: i64, reference: &str) -> i64 {
+        self.account.reserved = (self.account.reserved - held).max(0);
+        let taken = amount.clamp(0, self.account.available());
+        if taken > 0 {
+            self.take(taken, "commit", reference);
+        } else {
+            self.note(Bucket::Plan, "commit", reference);
+        }
+        taken
+    }
+
+    /// Frees a hold without spending.
+    pub fn release(&mut self, held: i64, reason: &str, reference: &str) {
+        self.account.reserved = (self.account.reserved - held).max(0);
+        self.note(Bucket::Plan, reason, reference);
+    }
+
+    /// A row that moves nothing, so that every step of a reservation is in the ledger.
+    fn note(&mut self, bucket: Bucket, reason: &str, reference: &str) {
+        self.post(bucket, 0, reason, reference.to_owned());
+    }
+
+    fn take(&mut self, amount: i64, reason: &str, reference: &str) {
         let from_plan = amount.min(self.account.plan_credits);
         let from_topup = amount - from_plan;
         if from_plan > 0 {
@@ -134,7 +200,6 @@ impl Ledger {
         if from_topup > 0 {
             self.post(Bucket::Topup, -from_topup, reason, reference.to_owned());
         }
-        Ok(())
     }
 }
 
@@ -172,6 +237,32 @@ mod tests {
     fn spending_nothing_or_less_is_refused() {
         assert_eq!(ledger(5, 0).spend(0, "r", "k"), Err(CoreError::InvalidAmount(0)));
         assert_eq!(ledger(5, 0).spend(-3, "r", "k"), Err(CoreError::InvalidAmount(-3)));
+    }
+
+    #[test]
+    fn held_credits_cannot_be_spent_or_held_twice() {
+        let mut l = ledger(10, 0);
+        l.reserve(8, "r1").unwrap();
+        assert_eq!(l.spend(3, "chat", "k"), Err(CoreError::InsufficientCredits { needed: 3, available: 2 }));
+        assert_eq!(l.reserve(3, "r2"), Err(CoreError::InsufficientCredits { needed: 3, available: 2 }));
+        assert_eq!(l.account.credits(), 10, "a hold moves no bucket");
+    }
+
+    #[test]
+    fn commit_takes_the_actual_amount_and_frees_the_rest() {
+        let mut l = ledger(10, 5);
+        l.reserve(12, "r1").unwrap();
+        assert_eq!(l.commit(12, 11, "r1"), 11);
+        assert_eq!((l.account.plan_credits, l.account.topup_credits, l.account.reserved), (0, 4, 0));
+    }
+
+    #[test]
+    fn commit_never_takes_a_balance_below_zero() {
+        let mut l = ledger(50, 0);
+        l.reserve(40, "r1").unwrap();
+        l.reset_plan(10, "subscription_ended", "e".into());
+        assert_eq!(l.commit(40, 40, "r1"), 10);
+        assert_eq!(l.account.credits(), 0);
     }
 
     #[test]

@@ -5,6 +5,6 @@
 pub enum CoreError {
     #[error("insufficient credits: needed {needed}, available {available}")]
     InsufficientCredits { needed: i64, available: i64 },
-    #[error("invalid amount {0}: must be a positive whole number of credits")]
+    #[error("invalid amount {0}")]
     InvalidAmount(i64),
 }

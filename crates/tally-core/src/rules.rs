@@ -413,11 +413,14 @@ impl Step<'_> {
         if target <= topup.refunded_credits {
             return self.ignore("refund already taken into account");
         }
-        // Credits already spent cannot be taken back: the bucket stops at zero.
+        // Credits already spent cannot be taken back, and held ones stay held: the
+        // refund takes what is free in the top-up bucket, and says when that was less.
         let owed = target - topup.refunded_credits;
-        let take = owed.min(self.changes.ledger.account.topup_credits);
+        let account = &self.changes.ledger.account;
+        let take = owed.min(account.topup_credits).min(account.available());
+        let reason = if take < owed { "topup_refund_partial" } else { "topup_refund" };
         let reference = format!("refund:{}:{}", charge.id, refunded);
-        self.changes.ledger.post(Bucket::Topup, -take, "topup_refund", reference);
+        self.changes.ledger.post(Bucket::Topup, -take, reason, reference);
         topup.refunded_credits = target;
         self.changes.topup = Some(topup);
     }

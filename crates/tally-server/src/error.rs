@@ -18,6 +18,11 @@ pub enum ApiError {
     InsufficientCredits { needed: i64, available: i64 },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A reservation that is no longer held.
+    #[error("the reservation is already {0}")]
+    Settled(String),
     #[error("the body is larger than 1 MiB")]
     PayloadTooLarge,
     /// The database cannot commit now: callers (Stripe included) should retry.
@@ -38,6 +43,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_credits"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Settled(_) => (StatusCode::CONFLICT, "reservation_closed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -53,6 +60,9 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable
             }
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::Settled(status) => ApiError::Settled(status),
+            StoreError::Invalid(message) => ApiError::bad_request("invalid_amount", message),
             StoreError::Refused(CoreError::InsufficientCredits { needed, available }) => {
                 ApiError::InsufficientCredits { needed, available }
             }
@@ -69,9 +79,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let mut body = json!({ "error": code, "message": self.to_string() });
-        if let ApiError::InsufficientCredits { needed, available } = self {
-            body["needed"] = json!(needed);
-            body["available"] = json!(available);
+        match &self {
+            ApiError::InsufficientCredits { needed, available } => {
+                body["needed"] = json!(needed);
+                body["available"] = json!(available);
+            }
+            ApiError::Settled(status) => body["status"] = json!(status),
+            _ => {}
         }
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

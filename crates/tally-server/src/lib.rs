@@ -4,6 +4,7 @@
 pub mod config;
 mod auth;
 mod error;
+mod extract;
 mod routes;
 mod state;
 

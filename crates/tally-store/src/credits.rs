@@ -2,9 +2,9 @@
 
 use tally_core::{Account, Catalog, Ledger, Plan};
 
-use crate::model::{Billing, LedgerRow, Spend, SubscriptionView};
+use crate::model::{Billing, Grant, LedgerRow, Spend, SubscriptionView};
 use crate::rows;
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, now};
 
 impl Store {
     /// The user's billing state; a user tally has never seen is a new free user.
@@ -22,6 +22,7 @@ impl Store {
                 plan_credits,
                 topup_credits,
                 funded_by,
+                reserved: rows::reserved_credits(&mut conn, user_id, None, now()).await?,
             },
             None => Account::new_user(user_id, catalog),
         };
@@ -41,7 +42,7 @@ impl Store {
             credits: account.credits(),
             plan_credits: account.plan_credits,
             topup_credits: account.topup_credits,
-            reserved_credits: 0,
+            reserved_credits: account.reserved,
             subscription: subscription.map(|(id, status, plan, current_period_end, cancel)| SubscriptionView {
                 id,
                 status,
@@ -58,7 +59,7 @@ impl Store {
         let reference = format!("spend:{}", spend.idempotency_key);
         let mut tx = self.pool.begin().await?;
         rows::ensure_account(&mut tx, spend.user_id, catalog).await?;
-        let account = rows::lock_account(&mut tx, spend.user_id).await?;
+        let account = rows::lock_account(&mut tx, spend.user_id, None).await?;
         let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
             .bind(&reference)
             .fetch_optional(&mut *tx)
@@ -76,15 +77,40 @@ impl Store {
         self.billing(spend.user_id, catalog).await
     }
 
-    /// The user's newest ledger rows, newest first.
-    pub async fn ledger(&self, user_id: &str, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+    /// Adjusts a bucket by hand (may be negative, never below zero); the same key
+    /// adjusts once.
+    pub async fn grant(&self, grant: Grant<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
+        let reference = format!("grant:{}", grant.key);
+        let mut tx = self.pool.begin().await?;
+        rows::ensure_account(&mut tx, grant.user_id, catalog).await?;
+        let account = rows::lock_account(&mut tx, grant.user_id, None).await?;
+        let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
+            .bind(&reference)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match earlier {
+            Some(owner) if owner == grant.user_id => {}
+            Some(_) => return Err(StoreError::Conflict("key was used for another user".into())),
+            None => {
+                let mut ledger = Ledger::new(account);
+                ledger.adjust(grant.bucket, grant.amount, grant.reason, reference)?;
+                rows::write_ledger(&mut tx, &ledger).await?;
+            }
+        }
+        tx.commit().await?;
+        self.billing(grant.user_id, catalog).await
+    }
+
+    /// The user's ledger rows, newest first, up to `limit`, older than row `before`.
+    pub async fn ledger(&self, user_id: &str, limit: i64, before: Option<i64>) -> Result<Vec<LedgerRow>, StoreError> {
         type Row = (i64, String, i64, i64, String, String, i64);
         let rows: Vec<Row> = sqlx::query_as(
             "select id, bucket, delta, balance_after, reason, reference, created_at from ledger
-             where user_id = $1 order by id desc limit $2",
+             where user_id = $1 and id < $3 order by id desc limit $2",
         )
         .bind(user_id)
         .bind(limit)
+        .bind(before.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

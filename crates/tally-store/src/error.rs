@@ -10,6 +10,14 @@ pub enum StoreError {
     /// A uniqueness rule refused the write (such as a key reused for another user).
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A reservation that is no longer held: committed, released or expired.
+    #[error("the reservation is already {0}")]
+    Settled(String),
+    /// A request the data refuses, such as committing more than was held.
+    #[error("{0}")]
+    Invalid(String),
     /// The credit rules refused the operation.
     #[error(transparent)]
     Refused(#[from] CoreError),

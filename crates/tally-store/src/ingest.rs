@@ -131,7 +131,7 @@ async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog
         return Ok(IngestOutcome { outcome: Outcome::Unmatched, user_id: None, note: Some("no user found".into()) });
     };
     rows::ensure_account(conn, &user_id, catalog).await?;
-    let account = rows::lock_account(conn, &user_id).await?;
+    let account = rows::lock_account(conn, &user_id, None).await?;
     if let Some(customer) = event.kind.owner().and_then(|o| o.customer.as_deref()) {
         link_customer(conn, &user_id, customer).await?;
     }

@@ -8,6 +8,7 @@
 //! share one Postgres.
 
 mod credits;
+mod reservations;
 mod error;
 mod ingest;
 mod migrate;
@@ -21,7 +22,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::AnyPool;
 
 pub use error::StoreError;
-pub use model::{Billing, IngestOutcome, LedgerRow, NewEvent, Outcome, Spend, StoredEvent, SubscriptionView, TriggerState};
+pub use model::{
+    Billing, Grant, IngestOutcome, LedgerRow, NewEvent, Outcome, Reservation, ReservationState, Reserve, Spend, StoredEvent,
+    SubscriptionView, TriggerState,
+};
 
 /// Which database a [`Store`] is connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -123,3 +123,44 @@ pub struct TriggerState {
     /// The newest top-up: payment intent and credits.
     pub topup: Option<(String, i64)>,
 }
+
+/// A request to hold credits, idempotent on its key.
+#[derive(Debug, Clone, Copy)]
+pub struct Reserve<'a> {
+    pub user_id: &'a str,
+    pub amount: i64,
+    pub idempotency_key: &'a str,
+    pub ttl_seconds: i64,
+}
+
+/// A hold on credits, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reservation {
+    pub reservation_id: String,
+    pub user_id: String,
+    /// The credits held.
+    pub amount: i64,
+    /// The credits taken at commit.
+    pub committed: Option<i64>,
+    /// `held`, `committed`, `released` or `expired`.
+    pub status: String,
+    pub expires_at: i64,
+}
+
+/// A reservation step's answer: the reservation and the user's state after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationState {
+    #[serde(flatten)]
+    pub reservation: Reservation,
+    pub billing: Billing,
+}
+
+/// An operator's adjustment of a bucket, idempotent on its key.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    pub user_id: &'a str,
+    pub amount: i64,
+    pub bucket: tally_core::Bucket,
+    pub reason: &'a str,
+    pub key: &'a str,
+}

@@ -8,7 +8,10 @@ use sqlx::any::AnyPoolOptions;
 use crate::StoreError;
 use crate::migrate::Migrations;
 
-pub const MIGRATIONS: Migrations = &[(20261127000001, include_str!("../migrations/postgres/20261127000001_init.sql"))];
+pub const MIGRATIONS: Migrations = &[
+    (20261127000001, include_str!("../migrations/postgres/20261127000001_init.sql")),
+    (20261127000002, include_str!("../migrations/postgres/20261127000002_reservations.sql")),
+];
 
 /// Held by the migration transaction; the key is "tally" in ASCII.
 pub const MIGRATION_LOCK: Option<&'static str> = Some("select pg_advisory_xact_lock(1952541817)");

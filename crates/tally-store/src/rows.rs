@@ -35,22 +35,40 @@ pub async fn ensure_account(conn: &mut Conn, user_id: &str, catalog: &Catalog) -
 
 /// Reads the account and holds its row until the transaction ends. The lock is taken
 /// with an update, which both backends understand: Postgres locks the row, SQLite the file.
-pub async fn lock_account(conn: &mut Conn, user_id: &str) -> Result<Account, StoreError> {
+/// `reserved` counts the live holds, but not `except` (a hold being settled).
+pub async fn lock_account(conn: &mut Conn, user_id: &str, except: Option<&str>) -> Result<Account, StoreError> {
+    let t = now();
     let (tier, plan_credits, topup_credits, funded_by): (String, i64, i64, Option<String>) = sqlx::query_as(
         "update accounts set updated_at = $2 where user_id = $1
          returning tier, plan_credits, topup_credits, funded_by",
     )
     .bind(user_id)
-    .bind(now())
+    .bind(t)
     .fetch_one(&mut *conn)
     .await?;
+    let reserved = reserved_credits(conn, user_id, except, t).await?;
     Ok(Account {
         user_id: user_id.to_owned(),
         tier: Plan::parse(&tier).unwrap_or(Plan::Free),
         plan_credits,
         topup_credits,
         funded_by,
+        reserved,
     })
+}
+
+/// The credits held by the user's live reservations at time `t`.
+pub async fn reserved_credits(conn: &mut Conn, user_id: &str, except: Option<&str>, t: i64) -> Result<i64, StoreError> {
+    let held: i64 = sqlx::query_scalar(
+        "select cast(coalesce(sum(amount), 0) as bigint) from reservations
+         where user_id = $1 and status = 'held' and expires_at > $2 and id <> $3",
+    )
+    .bind(user_id)
+    .bind(t)
+    .bind(except.unwrap_or(""))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(held)
 }
 
 /// Writes the account's new balances and the entries that explain them.

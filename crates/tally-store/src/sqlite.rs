@@ -8,7 +8,10 @@ use sqlx::{AnyPool, Executor};
 use crate::StoreError;
 use crate::migrate::Migrations;
 
-pub const MIGRATIONS: Migrations = &[(20261127000001, include_str!("../migrations/sqlite/20261127000001_init.sql"))];
+pub const MIGRATIONS: Migrations = &[
+    (20261127000001, include_str!("../migrations/sqlite/20261127000001_init.sql")),
+    (20261127000002, include_str!("../migrations/sqlite/20261127000002_reservations.sql")),
+];
 
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
     let url = if url.contains("mode=") || url.contains(":memory:") {

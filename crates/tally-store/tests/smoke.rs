@@ -25,7 +25,7 @@ async fn migrations_spend_and_ledger_work_on_each_backend() {
         assert_eq!(billing.credits, 70);
         let again = store.spend(spend, &catalog).await.unwrap();
         assert_eq!(again.credits, 70);
-        let ledger = store.ledger(&user, 10).await.unwrap();
+        let ledger = store.ledger(&user, 10, None).await.unwrap();
         assert_eq!(ledger.len(), 2);
         assert!(store.unbalanced_accounts().await.unwrap().is_empty());
         assert_eq!(store.setting_or_insert("k", "v1").await.unwrap(), "v1");

@@ -2,6 +2,7 @@
 
 mod credits;
 mod health;
+mod reservations;
 mod webhooks;
 
 use axum::Router;
@@ -9,5 +10,6 @@ use axum::Router;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(webhooks::router()).merge(credits::router()).merge(health::router())
+    Router::new().merge(webhooks::router()).merge(credits::router())
+        .merge(reservations::router()).merge(health::router())
 }

@@ -188,16 +188,35 @@ impl TestApp {
     }
 
     pub async fn spend(&self, user: &str, amount: i64, key: &str) -> (StatusCode, Value) {
+        let body = json!({ "user_id": user, "amount": amount, "idempotency_key": key, "reason": "test" });
+        self.post("/api/credits/spend", &body).await
+    }
+
+    /// POSTs JSON to a host-app route.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let response = self
             .client
-            .post(format!("{}/api/credits/spend", self.address))
+            .post(format!("{}{path}", self.address))
             .bearer_auth(API_KEY)
-            .json(&json!({ "user_id": user, "amount": amount, "idempotency_key": key, "reason": "test" }))
+            .json(body)
             .send()
             .await
             .expect("tally answers");
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn reserve(&self, user: &str, amount: i64, key: &str, ttl_seconds: i64) -> (StatusCode, Value) {
+        let body = json!({ "user_id": user, "amount": amount, "idempotency_key": key, "ttl_seconds": ttl_seconds });
+        self.post("/api/credits/reserve", &body).await
+    }
+
+    pub async fn commit(&self, reservation: &str, amount: i64) -> (StatusCode, Value) {
+        self.post(&format!("/api/credits/reservations/{reservation}/commit"), &json!({ "amount": amount })).await
+    }
+
+    pub async fn release(&self, reservation: &str) -> (StatusCode, Value) {
+        self.post(&format!("/api/credits/reservations/{reservation}/release"), &json!({})).await
     }
 
     pub async fn stored(&self, event_id: &str) -> Option<StoredEvent> {

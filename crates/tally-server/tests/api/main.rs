@@ -6,5 +6,6 @@ mod helpers;
 mod bad_input;
 mod concurrency;
 mod credits;
+mod reservations;
 mod subscriptions;
 mod topups;

@@ -1,0 +1,47 @@
+//! Request extractors whose rejections are tally's own 400s.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// A JSON body; a missing field, an unknown field or a wrong type is a 400 naming it.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_request", rejection_text(&rejection))),
+        }
+    }
+}
+
+fn rejection_text(rejection: &JsonRejection) -> String {
+    rejection.body_text()
+}
+
+/// Checks that `value` is within `range`, naming the field when it is not.
+pub fn within(field: &str, value: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ApiError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_amount",
+            format!("{field}: must be between {} and {}, got {value}", range.start(), range.end()),
+        ))
+    }
+}
+
+/// Checks that a text field is present and short, naming it when it is not.
+pub fn non_empty<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, ApiError> {
+    if value.trim().is_empty() || value.len() > max {
+        Err(ApiError::bad_request("invalid_request", format!("{field}: 1 to {max} characters")))
+    } else {
+        Ok(value)
+    }
+}

@@ -1,0 +1,71 @@
+//! Host-app routes for metered calls: hold credits before, commit the cost after.
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tally_store::{ReservationState, Reserve};
+
+use super::credits::MAX_AMOUNT;
+use crate::auth::HostApp;
+use crate::extract::{ApiJson, non_empty, within};
+use crate::{ApiError, AppState};
+
+/// How long a hold lasts when the caller does not say, and at most.
+const DEFAULT_TTL: i64 = 300;
+const MAX_TTL: i64 = 24 * 3600;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/credits/reserve", post(reserve_credits))
+        .route("/api/credits/reservations/{id}/commit", post(commit_reservation))
+        .route("/api/credits/reservations/{id}/release", post(release_reservation))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReserveRequest {
+    user_id: String,
+    amount: i64,
+    idempotency_key: String,
+    ttl_seconds: Option<i64>,
+}
+
+async fn reserve_credits(
+    _: HostApp,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ReserveRequest>,
+) -> Result<Json<ReservationState>, ApiError> {
+    let reserve = Reserve {
+        user_id: non_empty("user_id", &req.user_id, 255)?,
+        amount: within("amount", req.amount, 1..=MAX_AMOUNT)?,
+        idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
+        ttl_seconds: within("ttl_seconds", req.ttl_seconds.unwrap_or(DEFAULT_TTL), 1..=MAX_TTL)?,
+    };
+    Ok(Json(state.store.reserve(reserve, &state.catalog).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitRequest {
+    /// The actual cost: at most what is held; the rest is freed.
+    amount: i64,
+}
+
+async fn commit_reservation(
+    _: HostApp,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CommitRequest>,
+) -> Result<Json<ReservationState>, ApiError> {
+    let amount = within("amount", req.amount, 0..=MAX_AMOUNT)?;
+    Ok(Json(state.store.commit_reservation(&id, amount, &state.catalog).await?))
+}
+
+async fn release_reservation(
+    _: HostApp,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationState>, ApiError> {
+    Ok(Json(state.store.release_reservation(&id, &state.catalog).await?))
+}

@@ -1,0 +1,171 @@
+//! Reservations: hold before a metered call, commit or release after it.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tally_stripe::fake::Shape;
+
+use crate::helpers::{Customer, Db, TestApp, now, spawn_app};
+use crate::on_both_backends;
+
+on_both_backends!(
+    reserve_then_commit_less_spends_the_committed_amount,
+    reserve_then_release_spends_nothing,
+    an_expired_hold_frees_itself,
+    double_commit_and_commit_after_release_change_nothing_twice,
+    held_credits_cannot_be_spent_or_reserved_twice,
+    the_same_reserve_key_returns_the_same_reservation,
+    committing_more_than_held_is_400,
+    thirty_two_reservations_against_a_balance_for_ten,
+    reservations_and_spends_racing_never_go_negative,
+    a_refund_takes_only_credits_that_are_not_held,
+);
+
+fn id(body: &Value) -> String {
+    body["reservation_id"].as_str().unwrap_or_else(|| panic!("no reservation in {body}")).to_owned()
+}
+
+async fn credits(app: &TestApp, user: &str) -> (i64, i64) {
+    let b = app.billing(user).await;
+    (b["credits"].as_i64().unwrap(), b["reserved_credits"].as_i64().unwrap())
+}
+
+async fn reserve_then_commit_less_spends_the_committed_amount(db: Db) {
+    let app = spawn_app(db).await;
+    let (status, held) = app.reserve("ann", 40, "r1", 60).await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    assert_eq!(held["status"], "held");
+    assert!(held["expires_at"].as_i64().unwrap() >= now() + 59);
+    assert_eq!(credits(&app, "ann").await, (100, 40));
+    let (status, done) = app.commit(&id(&held), 25).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!((done["status"].as_str(), done["committed"].as_i64()), (Some("committed"), Some(25)));
+    assert_eq!(done["billing"]["credits"], 75);
+    assert_eq!(credits(&app, "ann").await, (75, 0));
+    app.assert_books_balance().await;
+}
+
+async fn reserve_then_release_spends_nothing(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, held) = app.reserve("ann", 40, "r1", 60).await;
+    let (status, done) = app.release(&id(&held)).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "released");
+    assert_eq!(credits(&app, "ann").await, (100, 0));
+    app.assert_books_balance().await;
+}
+
+async fn an_expired_hold_frees_itself(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, held) = app.reserve("ann", 90, "r1", 1).await;
+    assert_eq!(credits(&app, "ann").await, (100, 90));
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    assert_eq!(credits(&app, "ann").await, (100, 0), "freed with no job");
+    let (status, _) = app.spend("ann", 100, "k1").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.commit(&id(&held), 10).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["status"], "expired");
+    assert_eq!(credits(&app, "ann").await, (0, 0));
+    app.assert_books_balance().await;
+}
+
+async fn double_commit_and_commit_after_release_change_nothing_twice(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, a) = app.reserve("ann", 30, "a", 60).await;
+    app.commit(&id(&a), 30).await;
+    let (status, body) = app.commit(&id(&a), 30).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!((body["error"].as_str(), body["status"].as_str()), (Some("reservation_closed"), Some("committed")));
+    let (_, b) = app.reserve("ann", 30, "b", 60).await;
+    app.release(&id(&b)).await;
+    let (status, body) = app.commit(&id(&b), 10).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::CONFLICT, Some("released")));
+    let (status, _) = app.release(&id(&b)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app.commit("res_nope", 1).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(credits(&app, "ann").await, (70, 0));
+    app.assert_books_balance().await;
+}
+
+async fn held_credits_cannot_be_spent_or_reserved_twice(db: Db) {
+    let app = spawn_app(db).await;
+    app.reserve("ann", 80, "r1", 60).await;
+    let (status, body) = app.spend("ann", 21, "k1").await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(body["available"], 20);
+    let (status, _) = app.reserve("ann", 21, "r2", 60).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let (status, _) = app.spend("ann", 20, "k2").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+async fn the_same_reserve_key_returns_the_same_reservation(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, first) = app.reserve("ann", 10, "same", 60).await;
+    let (status, second) = app.reserve("ann", 10, "same", 60).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(id(&first), id(&second));
+    assert_eq!(credits(&app, "ann").await, (100, 10));
+    let (status, _) = app.reserve("bob", 10, "same", 60).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+async fn committing_more_than_held_is_400(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, held) = app.reserve("ann", 10, "r1", 60).await;
+    let (status, body) = app.commit(&id(&held), 11).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(credits(&app, "ann").await, (100, 10), "still held");
+    let (status, _) = app.post(&format!("/api/credits/reservations/{}/commit", id(&held)), &serde_json::json!({"amount": 1, "extra": 2})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+async fn thirty_two_reservations_against_a_balance_for_ten(db: Db) {
+    let app = spawn_app(db).await;
+    app.spend("hot", 50, "setup").await;
+    let answers = join_all((0..32).map(|i| {
+        let app = &app;
+        async move { app.reserve("hot", 5, &format!("r{i}"), 60).await.0 }
+    }))
+    .await;
+    let held = answers.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = answers.iter().filter(|s| **s == StatusCode::PAYMENT_REQUIRED).count();
+    assert_eq!((held, refused), (10, 22), "{answers:?}");
+    assert_eq!(credits(&app, "hot").await, (50, 50));
+}
+
+async fn reservations_and_spends_racing_never_go_negative(db: Db) {
+    let app = spawn_app(db).await;
+    let work = (0..40).map(|i| {
+        let app = &app;
+        async move {
+            if i % 2 == 0 {
+                let (status, body) = app.reserve("race", 7, &format!("r{i}"), 60).await;
+                if status == StatusCode::OK {
+                    app.commit(&id(&body), 5).await;
+                }
+            } else {
+                app.spend("race", 6, &format!("s{i}")).await;
+            }
+        }
+    });
+    join_all(work).await;
+    let (credits, reserved) = credits(&app, "race").await;
+    assert!(credits >= 0 && reserved == 0, "credits {credits}, reserved {reserved}");
+    app.assert_books_balance().await;
+}
+
+async fn a_refund_takes_only_credits_that_are_not_held(db: Db) {
+    let app = spawn_app(db).await;
+    let c = Customer::new("ann", Shape::V2026);
+    app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
+    app.reserve("ann", 1_050, "r1", 60).await;
+    app.deliver(&c.refund("ch_1", "pi_1", 2_000, now()), "applied").await;
+    let b = app.billing("ann").await;
+    assert_eq!((b["topup_credits"].as_i64(), b["reserved_credits"].as_i64()), (Some(1_000 - 50), Some(1_050)));
+    let (_, rows) = app.get("/api/users/ann/ledger?limit=1").await;
+    assert_eq!(rows[0]["reason"], "topup_refund_partial");
+    app.assert_books_balance().await;
+}

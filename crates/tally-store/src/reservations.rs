@@ -1,0 +1,155 @@
+//! Holds on credits: reserve before a metered call, commit the actual cost after it,
+//! or release. A hold counts only until it expires, so nothing has to run to free it;
+//! an expired hold is marked (with its ledger row) when it is next touched.
+
+use sqlx::AnyConnection;
+use tally_core::{Catalog, Ledger};
+
+use crate::model::{Reservation, ReservationState, Reserve};
+use crate::rows;
+use crate::{Store, StoreError, now};
+
+type Row = (String, String, i64, Option<i64>, String, i64);
+
+fn reservation((id, user_id, amount, committed, status, expires_at): Row, t: i64) -> Reservation {
+    let status = if status == "held" && expires_at <= t { "expired".to_owned() } else { status };
+    Reservation { reservation_id: id, user_id, amount, committed, status, expires_at }
+}
+
+/// How a held reservation ends.
+enum Settle {
+    Commit(i64),
+    Release,
+}
+
+impl Store {
+    /// Holds credits; the same key returns the same reservation.
+    pub async fn reserve(&self, req: Reserve<'_>, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        rows::ensure_account(&mut tx, req.user_id, catalog).await?;
+        let account = rows::lock_account(&mut tx, req.user_id, None).await?;
+        let existing: Option<Row> = sqlx::query_as(
+            "select id, user_id, amount, committed, status, expires_at from reservations where idempotency_key = $1",
+        )
+        .bind(req.idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let found = match existing {
+            Some(row) if row.1 != req.user_id => {
+                return Err(StoreError::Conflict("idempotency_key was used for another user".into()));
+            }
+            Some(row) => reservation(row, t),
+            None => {
+                let id = format!("res_{}", hex::encode(rand::random::<[u8; 12]>()));
+                let mut ledger = Ledger::new(account);
+                ledger.reserve(req.amount, &format!("reserve:{id}"))?;
+                let expires_at = t + req.ttl_seconds;
+                sqlx::query(
+                    "insert into reservations (id, user_id, idempotency_key, amount, status, expires_at, created_at, updated_at)
+                     values ($1, $2, $3, $4, 'held', $5, $6, $6)",
+                )
+                .bind(&id)
+                .bind(req.user_id)
+                .bind(req.idempotency_key)
+                .bind(req.amount)
+                .bind(expires_at)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+                rows::write_ledger(&mut tx, &ledger).await?;
+                Reservation {
+                    reservation_id: id,
+                    user_id: req.user_id.to_owned(),
+                    amount: req.amount,
+                    committed: None,
+                    status: "held".into(),
+                    expires_at,
+                }
+            }
+        };
+        tx.commit().await?;
+        self.with_billing(found, catalog).await
+    }
+
+    /// Takes `amount` (at most what is held) and frees the rest.
+    pub async fn commit_reservation(&self, id: &str, amount: i64, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+        self.settle(id, Settle::Commit(amount), catalog).await
+    }
+
+    /// Frees the hold without spending.
+    pub async fn release_reservation(&self, id: &str, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+        self.settle(id, Settle::Release, catalog).await
+    }
+
+    async fn settle(&self, id: &str, how: Settle, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let user_id: String = sqlx::query_scalar("select user_id from reservations where id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("reservation {id}")))?;
+        // Lock the account first, then read the hold: a concurrent settle waits here.
+        let account = rows::lock_account(&mut tx, &user_id, Some(id)).await?;
+        let row: Row = fetch(&mut tx, id).await?;
+        let held = row.2;
+        let current = reservation(row, t);
+        let mut ledger = Ledger::new(account);
+        let (status, committed) = match (current.status.as_str(), how) {
+            ("held", Settle::Commit(amount)) if amount > held => {
+                return Err(StoreError::Invalid(format!("amount: {amount} is more than the {held} held")));
+            }
+            ("held", Settle::Commit(amount)) => ("committed", Some(ledger.commit(held, amount, &format!("commit:{id}")))),
+            ("held", Settle::Release) => {
+                ledger.release(held, "release", &format!("release:{id}"));
+                ("released", None)
+            }
+            ("expired", _) => {
+                // Freed by time already; record it once, then answer that it is gone.
+                mark(&mut tx, id, "expired", None, t).await?;
+                ledger.release(held, "expire", &format!("expire:{id}"));
+                rows::write_ledger(&mut tx, &ledger).await?;
+                tx.commit().await?;
+                return Err(StoreError::Settled("expired".into()));
+            }
+            (settled, _) => return Err(StoreError::Settled(settled.to_owned())),
+        };
+        mark(&mut tx, id, status, committed, t).await?;
+        rows::write_ledger(&mut tx, &ledger).await?;
+        tx.commit().await?;
+        let done = Reservation { status: status.to_owned(), committed, ..current };
+        self.with_billing(done, catalog).await
+    }
+
+    /// One reservation, as it stands now.
+    pub async fn reservation(&self, id: &str) -> Result<Reservation, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(reservation(fetch(&mut conn, id).await?, now()))
+    }
+
+    async fn with_billing(&self, reservation: Reservation, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+        let billing = self.billing(&reservation.user_id, catalog).await?;
+        Ok(ReservationState { reservation, billing })
+    }
+}
+
+async fn fetch(conn: &mut AnyConnection, id: &str) -> Result<Row, StoreError> {
+    let sql = "select id, user_id, amount, committed, status, expires_at from reservations where id = $1";
+    sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("reservation {id}")))
+}
+
+async fn mark(conn: &mut AnyConnection, id: &str, status: &str, committed: Option<i64>, t: i64) -> Result<(), StoreError> {
+    sqlx::query("update reservations set status = $2, committed = $3, updated_at = $4 where id = $1")
+        .bind(id)
+        .bind(status)
+        .bind(committed)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
