@@ -9,7 +9,9 @@
 //! whatever order they arrive.
 
 use crate::account::{Account, Bucket, Ledger};
-use crate::event::{BillingEvent, BillingReason, CheckoutMode, CheckoutSession, Charge, EventKind, Invoice, Subscription};
+use crate::event::{
+    BillingEvent, BillingReason, Charge, CheckoutMode, CheckoutSession, EventKind, Invoice, Subscription,
+};
 use crate::plan::{Catalog, Item, Plan};
 
 /// The name of a subscription's first period.
@@ -88,10 +90,7 @@ pub struct Changes {
 
 impl Changes {
     pub fn changed_anything(&self) -> bool {
-        !self.ledger.entries.is_empty()
-            || self.subscription.is_some()
-            || self.period.is_some()
-            || self.topup.is_some()
+        !self.ledger.entries.is_empty() || self.subscription.is_some() || self.period.is_some() || self.topup.is_some()
     }
 }
 
@@ -268,9 +267,8 @@ impl Step<'_> {
         let Some(sub_id) = invoice.subscription.as_deref() else {
             return self.ignore("invoice without a subscription");
         };
-        let plan = self
-            .plan_of_price(invoice.price_id.as_deref())
-            .or_else(|| self.subscription.as_ref().and_then(|s| s.plan));
+        let plan =
+            self.plan_of_price(invoice.price_id.as_deref()).or_else(|| self.subscription.as_ref().and_then(|s| s.plan));
         self.observe(sub_id, |state| {
             state.status = "active".into();
             state.plan = plan.or(state.plan);
@@ -486,7 +484,8 @@ mod tests {
     #[test]
     fn a_period_already_granted_grants_nothing_more() {
         let mut s = snapshot(10, 0);
-        s.period = Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
+        s.period =
+            Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
         s.latest_granted = Some(FIRST_PERIOD);
         let changes = apply(&event(checkout(Item::Pro)), s, &catalog());
         assert!(changes.ledger.entries.is_empty());
@@ -496,7 +495,8 @@ mod tests {
     #[test]
     fn a_better_plan_in_a_granted_period_adds_the_difference() {
         let mut s = snapshot(100, 0);
-        s.period = Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
+        s.period =
+            Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
         s.latest_granted = Some(FIRST_PERIOD);
         let changes = apply(&event(updated("p_ent")), s, &catalog());
         assert_eq!(changes.ledger.account.plan_credits, 100 + 7_500);
@@ -534,9 +534,21 @@ mod tests {
 
     #[test]
     fn refunds_take_the_refunded_share_once() {
-        let topup = Topup { session_id: "cs".into(), user_id: "u".into(), payment_intent: Some("pi".into()), credits: 1_000, refunded_credits: 250 };
+        let topup = Topup {
+            session_id: "cs".into(),
+            user_id: "u".into(),
+            payment_intent: Some("pi".into()),
+            credits: 1_000,
+            refunded_credits: 250,
+        };
         let charge = |refunded| {
-            EventKind::ChargeRefunded(Charge { id: "ch".into(), payment_intent: Some("pi".into()), amount: 2_000, amount_refunded: refunded, owner: Owner::default() })
+            EventKind::ChargeRefunded(Charge {
+                id: "ch".into(),
+                payment_intent: Some("pi".into()),
+                amount: 2_000,
+                amount_refunded: refunded,
+                owner: Owner::default(),
+            })
         };
         let mut s = snapshot(0, 600);
         s.topup = Some(topup.clone());

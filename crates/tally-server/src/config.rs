@@ -44,7 +44,10 @@ impl Config {
 
         let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://tally.db".into());
         if !["postgres://", "postgresql://", "sqlite:"].iter().any(|p| database_url.starts_with(p)) {
-            return Err(invalid("DATABASE_URL", format!("expected postgres://... or sqlite://..., got {database_url:?}")));
+            return Err(invalid(
+                "DATABASE_URL",
+                format!("expected postgres://... or sqlite://..., got {database_url:?}"),
+            ));
         }
 
         let stripe_secret_key = get("STRIPE_SECRET_KEY");
@@ -59,7 +62,10 @@ impl Config {
             Some(list) => {
                 let secrets: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
                 if secrets.iter().any(String::is_empty) {
-                    return Err(invalid("STRIPE_WEBHOOK_SECRET", "an entry of the comma-separated list is empty".into()));
+                    return Err(invalid(
+                        "STRIPE_WEBHOOK_SECRET",
+                        "an entry of the comma-separated list is empty".into(),
+                    ));
                 }
                 secrets
             }
@@ -85,9 +91,9 @@ impl Config {
         }
 
         let bind_text = get("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3000".into());
-        let bind = bind_text
-            .parse::<SocketAddr>()
-            .map_err(|_| invalid("TALLY_BIND", format!("expected host:port such as 127.0.0.1:3000, got {bind_text:?}")))?;
+        let bind = bind_text.parse::<SocketAddr>().map_err(|_| {
+            invalid("TALLY_BIND", format!("expected host:port such as 127.0.0.1:3000, got {bind_text:?}"))
+        })?;
 
         let public_url = get("TALLY_PUBLIC_URL").unwrap_or_else(|| "http://localhost:3000".into());
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {

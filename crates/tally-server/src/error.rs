@@ -66,7 +66,9 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(CoreError::InsufficientCredits { needed, available }) => {
                 ApiError::InsufficientCredits { needed, available }
             }
-            StoreError::Refused(e @ CoreError::InvalidAmount(_)) => ApiError::bad_request("invalid_amount", e.to_string()),
+            StoreError::Refused(e @ CoreError::InvalidAmount(_)) => {
+                ApiError::bad_request("invalid_amount", e.to_string())
+            }
             e @ (StoreError::BadUrl(_) | StoreError::Database(_)) => {
                 tracing::error!(error = %e, "database error");
                 ApiError::Internal

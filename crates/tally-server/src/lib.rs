@@ -1,8 +1,8 @@
 //! tally's HTTP service: configuration, shared state, routes, and errors mapped once
 //! to stable answers.
 
-pub mod config;
 mod auth;
+pub mod config;
 mod error;
 mod extract;
 mod routes;

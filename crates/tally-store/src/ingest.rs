@@ -125,7 +125,11 @@ impl Store {
 /// Finds the user, loads and locks what the event touches, and writes what the rules say.
 async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog) -> Result<IngestOutcome, StoreError> {
     if event.kind == EventKind::Unhandled {
-        return Ok(IngestOutcome { outcome: Outcome::Ignored, user_id: None, note: Some("event type not handled".into()) });
+        return Ok(IngestOutcome {
+            outcome: Outcome::Ignored,
+            user_id: None,
+            note: Some("event type not handled".into()),
+        });
     }
     let Some(user_id) = find_user(conn, &event.kind).await? else {
         return Ok(IngestOutcome { outcome: Outcome::Unmatched, user_id: None, note: Some("no user found".into()) });

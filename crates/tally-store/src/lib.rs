@@ -8,12 +8,12 @@
 //! share one Postgres.
 
 mod credits;
-mod reservations;
 mod error;
 mod ingest;
 mod migrate;
 mod model;
 pub mod postgres;
+mod reservations;
 mod rows;
 pub mod sqlite;
 
@@ -23,8 +23,8 @@ use sqlx::AnyPool;
 
 pub use error::StoreError;
 pub use model::{
-    Billing, Grant, IngestOutcome, LedgerRow, NewEvent, Outcome, Reservation, ReservationState, Reserve, Spend, StoredEvent,
-    SubscriptionView, TriggerState,
+    Billing, Grant, IngestOutcome, LedgerRow, NewEvent, Outcome, Reservation, ReservationState, Reserve, Spend,
+    StoredEvent, SubscriptionView, TriggerState,
 };
 
 /// Which database a [`Store`] is connected to.

@@ -15,9 +15,11 @@ pub async fn run(pool: &AnyPool, migrations: Migrations, lock: Option<&'static s
     if let Some(lock) = lock {
         sqlx::raw_sql(lock).execute(&mut *tx).await?;
     }
-    sqlx::raw_sql("create table if not exists schema_migrations (version bigint primary key, applied_at bigint not null)")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::raw_sql(
+        "create table if not exists schema_migrations (version bigint primary key, applied_at bigint not null)",
+    )
+    .execute(&mut *tx)
+    .await?;
     let applied: Vec<i64> = sqlx::query_scalar("select version from schema_migrations").fetch_all(&mut *tx).await?;
     for (version, sql) in migrations {
         if applied.contains(version) {

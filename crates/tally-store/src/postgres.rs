@@ -17,10 +17,6 @@ pub const MIGRATIONS: Migrations = &[
 pub const MIGRATION_LOCK: Option<&'static str> = Some("select pg_advisory_xact_lock(1952541817)");
 
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
-    let pool = AnyPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await?;
+    let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
     Ok(pool)
 }

@@ -73,7 +73,12 @@ impl Store {
     }
 
     /// Takes `amount` (at most what is held) and frees the rest.
-    pub async fn commit_reservation(&self, id: &str, amount: i64, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+    pub async fn commit_reservation(
+        &self,
+        id: &str,
+        amount: i64,
+        catalog: &Catalog,
+    ) -> Result<ReservationState, StoreError> {
         self.settle(id, Settle::Commit(amount), catalog).await
     }
 
@@ -100,7 +105,9 @@ impl Store {
             ("held", Settle::Commit(amount)) if amount > held => {
                 return Err(StoreError::Invalid(format!("amount: {amount} is more than the {held} held")));
             }
-            ("held", Settle::Commit(amount)) => ("committed", Some(ledger.commit(held, amount, &format!("commit:{id}")))),
+            ("held", Settle::Commit(amount)) => {
+                ("committed", Some(ledger.commit(held, amount, &format!("commit:{id}"))))
+            }
             ("held", Settle::Release) => {
                 ledger.release(held, "release", &format!("release:{id}"));
                 ("released", None)
@@ -143,7 +150,13 @@ async fn fetch(conn: &mut AnyConnection, id: &str) -> Result<Row, StoreError> {
         .ok_or_else(|| StoreError::NotFound(format!("reservation {id}")))
 }
 
-async fn mark(conn: &mut AnyConnection, id: &str, status: &str, committed: Option<i64>, t: i64) -> Result<(), StoreError> {
+async fn mark(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    committed: Option<i64>,
+    t: i64,
+) -> Result<(), StoreError> {
     sqlx::query("update reservations set status = $2, committed = $3, updated_at = $4 where id = $1")
         .bind(id)
         .bind(status)

@@ -8,9 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use tally_core::event::{
-    BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, Subscription,
-};
+use tally_core::event::{BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, Subscription};
 use tally_core::{BillingEvent, EventKind, Item};
 
 /// Why a body is not an event.
@@ -55,11 +53,7 @@ struct Data<'a> {
 /// Reads a webhook body.
 pub fn parse_event(payload: &[u8]) -> Result<ParsedEvent, ParseError> {
     let envelope: Envelope = serde_json::from_slice(payload).map_err(|e| {
-        if e.is_data() {
-            ParseError::NotAnEvent(e.to_string())
-        } else {
-            ParseError::NotJson(e.to_string())
-        }
+        if e.is_data() { ParseError::NotAnEvent(e.to_string()) } else { ParseError::NotJson(e.to_string()) }
     })?;
     if envelope.object.as_deref().is_some_and(|o| o != "event") {
         return Err(ParseError::NotAnEvent("`object` is not \"event\"".into()));
@@ -81,7 +75,9 @@ pub fn parse_event(payload: &[u8]) -> Result<ParsedEvent, ParseError> {
 fn read_kind(event_type: &str, raw: &str) -> Result<EventKind, serde_json::Error> {
     Ok(match event_type {
         "checkout.session.completed" => EventKind::Checkout(read::<CheckoutObject>(raw)?.into_session(false)),
-        "checkout.session.async_payment_succeeded" => EventKind::Checkout(read::<CheckoutObject>(raw)?.into_session(true)),
+        "checkout.session.async_payment_succeeded" => {
+            EventKind::Checkout(read::<CheckoutObject>(raw)?.into_session(true))
+        }
         "invoice.paid" | "invoice.payment_succeeded" => EventKind::InvoicePaid(read::<InvoiceObject>(raw)?.into()),
         "invoice.payment_failed" => EventKind::InvoicePaymentFailed(read::<InvoiceObject>(raw)?.into()),
         "customer.subscription.created" | "customer.subscription.updated" => {
@@ -257,10 +253,11 @@ impl From<InvoiceObject> for Invoice {
         let user_id = user_of(details_meta.as_ref()).or_else(|| user_of(inv.metadata.as_ref()));
         let mut lines = inv.lines.map(|l| l.data).unwrap_or_default();
         // The line that pays for the plan: not a proration, and with a price.
-        let pick = lines
-            .iter()
-            .position(|l| !l.is_proration() && l.period.is_some())
-            .or(if lines.is_empty() { None } else { Some(0) });
+        let pick = lines.iter().position(|l| !l.is_proration() && l.period.is_some()).or(if lines.is_empty() {
+            None
+        } else {
+            Some(0)
+        });
         let (period_start, period_end, price_id) = match pick.map(|i| lines.swap_remove(i)) {
             Some(mut line) => {
                 let period = line.period.take();

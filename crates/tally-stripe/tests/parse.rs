@@ -42,8 +42,16 @@ fn invoices_of_both_shapes_name_subscription_period_price_and_user() {
 #[test]
 fn payment_succeeded_reads_like_paid() {
     let spec = InvoiceSpec {
-        id: "in_1", subscription: "sub_1", customer: "cus_1", user: None, price: "p",
-        billing_reason: "subscription_create", period_start: 1, period_end: 2, amount: 1, status: "paid",
+        id: "in_1",
+        subscription: "sub_1",
+        customer: "cus_1",
+        user: None,
+        price: "p",
+        billing_reason: "subscription_create",
+        period_start: 1,
+        period_end: 2,
+        amount: 1,
+        status: "paid",
     };
     let e = fake::event(Shape::V2023, "invoice.payment_succeeded", "evt_1", 5, fake::invoice(Shape::V2023, &spec));
     assert!(matches!(kind_of(e), EventKind::InvoicePaid(i) if i.billing_reason == BillingReason::SubscriptionCreate));
@@ -53,8 +61,15 @@ fn payment_succeeded_reads_like_paid() {
 fn subscriptions_of_both_shapes_name_their_period() {
     for shape in SHAPES {
         let spec = SubscriptionSpec {
-            id: "sub_1", customer: "cus_1", user: Some("bob"), price: "price_ent", status: "active",
-            start_date: 100, period_start: 200, period_end: 300, cancel_at_period_end: true,
+            id: "sub_1",
+            customer: "cus_1",
+            user: Some("bob"),
+            price: "price_ent",
+            status: "active",
+            start_date: 100,
+            period_start: 200,
+            period_end: 300,
+            cancel_at_period_end: true,
         };
         let e = fake::event(shape, "customer.subscription.updated", "evt_2", 5, fake::subscription(shape, &spec));
         let EventKind::SubscriptionChanged(s) = kind_of(e) else { panic!("not a subscription") };
@@ -70,16 +85,25 @@ fn subscriptions_of_both_shapes_name_their_period() {
 fn checkout_sessions_read_mode_payment_status_and_item() {
     for shape in SHAPES {
         let spec = CheckoutSpec {
-            id: "cs_1", user: "carol", item: "topup", payment_status: "unpaid", customer: "cus_3",
-            subscription: None, payment_intent: Some("pi_1"), amount: 2_000,
+            id: "cs_1",
+            user: "carol",
+            item: "topup",
+            payment_status: "unpaid",
+            customer: "cus_3",
+            subscription: None,
+            payment_intent: Some("pi_1"),
+            amount: 2_000,
         };
         let obj = fake::checkout_session(shape, &spec);
-        let EventKind::Checkout(s) = kind_of(fake::event(shape, "checkout.session.completed", "e", 1, obj.clone())) else {
+        let EventKind::Checkout(s) = kind_of(fake::event(shape, "checkout.session.completed", "e", 1, obj.clone()))
+        else {
             panic!()
         };
         assert_eq!((s.mode, s.paid, s.item), (CheckoutMode::Payment, false, Some(Item::Topup)));
         assert_eq!(s.payment_intent.as_deref(), Some("pi_1"));
-        let EventKind::Checkout(s) = kind_of(fake::event(shape, "checkout.session.async_payment_succeeded", "e", 1, obj)) else {
+        let EventKind::Checkout(s) =
+            kind_of(fake::event(shape, "checkout.session.async_payment_succeeded", "e", 1, obj))
+        else {
             panic!()
         };
         assert!(s.paid, "async_payment_succeeded means paid");
@@ -89,8 +113,11 @@ fn checkout_sessions_read_mode_payment_status_and_item() {
 #[test]
 fn charges_read_cumulative_refunds() {
     for shape in SHAPES {
-        let spec = ChargeSpec { id: "ch_1", payment_intent: "pi_1", customer: "cus_1", amount: 2_000, amount_refunded: 500 };
-        let EventKind::ChargeRefunded(c) = kind_of(fake::event(shape, "charge.refunded", "e", 1, fake::charge(shape, &spec))) else {
+        let spec =
+            ChargeSpec { id: "ch_1", payment_intent: "pi_1", customer: "cus_1", amount: 2_000, amount_refunded: 500 };
+        let EventKind::ChargeRefunded(c) =
+            kind_of(fake::event(shape, "charge.refunded", "e", 1, fake::charge(shape, &spec)))
+        else {
             panic!()
         };
         assert_eq!((c.amount, c.amount_refunded, c.payment_intent.as_deref()), (2_000, 500, Some("pi_1")));

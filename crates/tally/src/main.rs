@@ -1,5 +1,6 @@
 //! The `tally` command: run the service, migrate its database, and drive it offline.
 
+mod credits;
 mod trigger;
 
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ enum Command {
     Migrate,
     /// Sign a realistic Stripe event for a user and post it to tally, offline.
     Trigger(trigger::Args),
+    /// Show or adjust a user's credits.
+    #[command(subcommand)]
+    Credits(credits::Command),
 }
 
 #[tokio::main]
@@ -58,5 +62,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Trigger(args) => trigger::run(args, config).await,
+        Command::Credits(command) => credits::run(command, config).await,
     }
 }

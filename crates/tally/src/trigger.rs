@@ -54,7 +54,8 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let item = args.item.as_deref().and_then(Item::parse);
     let events = story.events(&args.event, item, &state)?;
     let url = args.url.clone().unwrap_or_else(|| {
-        let host = if config.bind.ip().is_unspecified() { "127.0.0.1".to_owned() } else { config.bind.ip().to_string() };
+        let host =
+            if config.bind.ip().is_unspecified() { "127.0.0.1".to_owned() } else { config.bind.ip().to_string() };
         format!("http://{host}:{}/api/webhooks/stripe", config.bind.port())
     });
     let client = reqwest::Client::new();
@@ -71,7 +72,13 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot post to {url}; is `tally serve` running?"))?;
         let status = response.status();
         let answer = response.text().await.unwrap_or_default();
-        println!("{} {} -> {} {}", event["type"].as_str().unwrap_or("?"), event["id"].as_str().unwrap_or("?"), status.as_u16(), answer);
+        println!(
+            "{} {} -> {} {}",
+            event["type"].as_str().unwrap_or("?"),
+            event["id"].as_str().unwrap_or("?"),
+            status.as_u16(),
+            answer
+        );
         if !status.is_success() {
             bail!("tally answered {status}");
         }
@@ -116,7 +123,13 @@ impl Story<'_> {
                     latest => latest + MONTH,
                 };
                 let paid = event_type != "invoice.payment_failed";
-                let invoice = self.invoice(&sub, plan_item(plan), "subscription_cycle", start, if paid { "paid" } else { "open" });
+                let invoice = self.invoice(
+                    &sub,
+                    plan_item(plan),
+                    "subscription_cycle",
+                    start,
+                    if paid { "paid" } else { "open" },
+                );
                 Ok(vec![self.event(event_type, invoice)])
             }
             "customer.subscription.updated" => {
@@ -134,7 +147,13 @@ impl Story<'_> {
             "charge.refunded" => {
                 let (payment_intent, _) = state.topup.clone().context("this user has bought no top-up to refund")?;
                 let amount = 2_000;
-                let charge = ChargeSpec { id: &new_id("ch"), payment_intent: &payment_intent, customer: &self.customer, amount, amount_refunded: amount };
+                let charge = ChargeSpec {
+                    id: &new_id("ch"),
+                    payment_intent: &payment_intent,
+                    customer: &self.customer,
+                    amount,
+                    amount_refunded: amount,
+                };
                 Ok(vec![self.event(event_type, fake::charge(self.shape, &charge))])
             }
             other => bail!("cannot trigger {other:?}; see `tally trigger --help` for the events tally acts on"),
@@ -197,7 +216,8 @@ impl Story<'_> {
 
     /// A subscription object; `period_start` 0 means its first period.
     fn subscription(&self, sub: &str, item: Item, status: &str, period_start: i64) -> Value {
-        let (start_date, start) = if period_start == 0 { (self.now, self.now) } else { (period_start - MONTH, period_start) };
+        let (start_date, start) =
+            if period_start == 0 { (self.now, self.now) } else { (period_start - MONTH, period_start) };
         let spec = SubscriptionSpec {
             id: sub,
             customer: &self.customer,
@@ -218,7 +238,10 @@ impl Story<'_> {
             bail!("user {:?} has no subscription yet: trigger checkout.session.completed --item pro first", self.user);
         };
         if status == "canceled" {
-            bail!("subscription {id} of user {:?} is canceled: start a new one with checkout.session.completed", self.user);
+            bail!(
+                "subscription {id} of user {:?} is canceled: start a new one with checkout.session.completed",
+                self.user
+            );
         }
         Ok((id.clone(), plan.unwrap_or(Plan::Pro), state.latest_period.unwrap_or(0)))
     }

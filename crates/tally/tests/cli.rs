@@ -27,7 +27,11 @@ fn tally(dir: &Path, port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
     cmd.current_dir(dir);
     for (name, _) in std::env::vars() {
-        if name.starts_with("STRIPE_") || name.starts_with("TALLY_") || name == "DATABASE_URL" || name == "AUTH_JWT_SECRET" {
+        if name.starts_with("STRIPE_")
+            || name.starts_with("TALLY_")
+            || name == "DATABASE_URL"
+            || name == "AUTH_JWT_SECRET"
+        {
             cmd.env_remove(name);
         }
     }
@@ -119,7 +123,8 @@ fn mistakes_exit_with_one_line() {
     assert_eq!(unknown.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&unknown.stderr).trim().lines().count(), 1);
 
-    let no_subscription = tally(&server.dir, server.port).args(["trigger", "invoice.paid", "--user", "nobody"]).output().unwrap();
+    let no_subscription =
+        tally(&server.dir, server.port).args(["trigger", "invoice.paid", "--user", "nobody"]).output().unwrap();
     assert_eq!(no_subscription.status.code(), Some(1));
 
     let bad_bind = tally(&server.dir, server.port).env("TALLY_BIND", "nowhere").arg("serve").output().unwrap();
@@ -127,4 +132,26 @@ fn mistakes_exit_with_one_line() {
     let message = String::from_utf8_lossy(&bad_bind.stderr);
     assert!(message.contains("TALLY_BIND"), "{message}");
     assert_eq!(message.trim().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn operators_grant_idempotently_and_never_below_zero() {
+    let server = start_server();
+    let run = |args: &[&str]| tally(&server.dir, server.port).arg("credits").args(args).output().unwrap();
+    let granted = run(&["grant", "carl", "500", "--bucket", "topup", "--reason", "goodwill", "--key", "ticket-7"]);
+    assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
+    run(&["grant", "carl", "500", "--bucket", "topup", "--reason", "goodwill", "--key", "ticket-7"]);
+    assert_eq!(balance(&server, "carl"), ("free".into(), 100, 500), "the same key grants once");
+
+    let taken = run(&["grant", "carl", "-200", "--bucket", "topup", "--reason", "correction"]);
+    assert!(taken.status.success());
+    assert_eq!(balance(&server, "carl"), ("free".into(), 100, 300));
+
+    let too_much = run(&["grant", "carl", "-301", "--bucket", "topup", "--reason", "oops"]);
+    assert_eq!(too_much.status.code(), Some(1));
+    assert_eq!(balance(&server, "carl"), ("free".into(), 100, 300));
+
+    let shown = run(&["show", "carl"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("\"topup_credits\": 300") && text.contains("grant:ticket-7"), "{text}");
 }

@@ -20,7 +20,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/credits/spend", post(spend_credits))
 }
 
-async fn show_billing(_: HostApp, State(state): State<AppState>, Path(user_id): Path<String>) -> Result<Json<Billing>, ApiError> {
+async fn show_billing(
+    _: HostApp,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Billing>, ApiError> {
     Ok(Json(state.store.billing(&user_id, &state.catalog).await?))
 }
 
@@ -50,7 +54,11 @@ struct SpendRequest {
     reason: Option<String>,
 }
 
-async fn spend_credits(_: HostApp, State(state): State<AppState>, ApiJson(req): ApiJson<SpendRequest>) -> Result<Json<Billing>, ApiError> {
+async fn spend_credits(
+    _: HostApp,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SpendRequest>,
+) -> Result<Json<Billing>, ApiError> {
     let spend = Spend {
         user_id: non_empty("user_id", &req.user_id, 255)?,
         amount: within("amount", req.amount, 1..=MAX_AMOUNT)?,

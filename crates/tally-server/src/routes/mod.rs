@@ -2,6 +2,7 @@
 
 mod credits;
 mod health;
+mod openapi;
 mod reservations;
 mod webhooks;
 
@@ -10,6 +11,10 @@ use axum::Router;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(webhooks::router()).merge(credits::router())
-        .merge(reservations::router()).merge(health::router())
+    Router::new()
+        .merge(webhooks::router())
+        .merge(credits::router())
+        .merge(reservations::router())
+        .merge(health::router())
+        .merge(openapi::router())
 }

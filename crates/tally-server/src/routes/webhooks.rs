@@ -20,9 +20,7 @@ use crate::{ApiError, AppState};
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/webhooks/stripe", post(receive_webhook))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+    Router::new().route("/api/webhooks/stripe", post(receive_webhook)).layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 async fn receive_webhook(

@@ -53,7 +53,11 @@ async fn malformed_json_with_a_valid_signature_is_400(db: Db) {
 
 async fn json_that_is_not_an_event_is_400(db: Db) {
     let app = spawn_app(db).await;
-    for body in [json!([1, 2, 3]), json!({"hello": "world"}), json!({"id":"cus_1","object":"customer","type":"x","created":1,"data":{"object":{}}})] {
+    for body in [
+        json!([1, 2, 3]),
+        json!({"hello": "world"}),
+        json!({"id":"cus_1","object":"customer","type":"x","created":1,"data":{"object":{}}}),
+    ] {
         let (status, answer) = post_signed(&app, body.to_string().as_bytes(), "application/json").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(answer["error"], "not_an_event");

@@ -24,7 +24,10 @@ async fn spending_takes_plan_bucket_first_then_topup(db: Db) {
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
     let (status, body) = app.spend("carol", 150, "k1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!((body["plan_credits"].as_i64(), body["topup_credits"].as_i64(), body["credits"].as_i64()), (Some(0), Some(950), Some(950)));
+    assert_eq!(
+        (body["plan_credits"].as_i64(), body["topup_credits"].as_i64(), body["credits"].as_i64()),
+        (Some(0), Some(950), Some(950))
+    );
     app.assert_books_balance().await;
 }
 

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tally_server::{Application, Config};
 use tally_store::{Store, StoredEvent};
 use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
@@ -149,7 +149,12 @@ impl TestApp {
         assert_eq!(body["outcome"], outcome, "{} -> {body}", event["type"]);
     }
 
-    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<&str>, content_type: &str) -> (StatusCode, Value) {
+    pub async fn post_webhook(
+        &self,
+        body: Vec<u8>,
+        signature: Option<&str>,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .client
             .post(format!("{}/api/webhooks/stripe", self.address))
@@ -184,7 +189,11 @@ impl TestApp {
     /// (tier, plan_credits, topup_credits) of a user.
     pub async fn balance(&self, user: &str) -> (String, i64, i64) {
         let b = self.billing(user).await;
-        (b["tier"].as_str().unwrap().to_owned(), b["plan_credits"].as_i64().unwrap(), b["topup_credits"].as_i64().unwrap())
+        (
+            b["tier"].as_str().unwrap().to_owned(),
+            b["plan_credits"].as_i64().unwrap(),
+            b["topup_credits"].as_i64().unwrap(),
+        )
     }
 
     pub async fn spend(&self, user: &str, amount: i64, key: &str) -> (StatusCode, Value) {
@@ -266,7 +275,14 @@ impl Customer {
     }
 
     /// checkout.session.completed (or async_payment_succeeded) in payment mode.
-    pub fn topup(&self, event_type: &str, session: &str, payment_intent: &str, payment_status: &str, created: i64) -> Value {
+    pub fn topup(
+        &self,
+        event_type: &str,
+        session: &str,
+        payment_intent: &str,
+        payment_status: &str,
+        created: i64,
+    ) -> Value {
         let spec = CheckoutSpec {
             id: session,
             user: &self.user,
@@ -282,7 +298,16 @@ impl Customer {
 
     /// An invoice event; `user` false leaves the user to be found by customer or subscription.
     #[allow(clippy::too_many_arguments)]
-    pub fn invoice(&self, event_type: &str, id: &str, sub: &str, price: &str, reason: &str, period_start: i64, created: i64) -> Value {
+    pub fn invoice(
+        &self,
+        event_type: &str,
+        id: &str,
+        sub: &str,
+        price: &str,
+        reason: &str,
+        period_start: i64,
+        created: i64,
+    ) -> Value {
         let spec = InvoiceSpec {
             id,
             subscription: sub,

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod openapi;
+
 mod bad_input;
 mod concurrency;
 mod credits;

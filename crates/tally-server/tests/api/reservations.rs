@@ -118,7 +118,9 @@ async fn committing_more_than_held_is_400(db: Db) {
     let (status, body) = app.commit(&id(&held), 11).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(credits(&app, "ann").await, (100, 10), "still held");
-    let (status, _) = app.post(&format!("/api/credits/reservations/{}/commit", id(&held)), &serde_json::json!({"amount": 1, "extra": 2})).await;
+    let (status, _) = app
+        .post(&format!("/api/credits/reservations/{}/commit", id(&held)), &serde_json::json!({"amount": 1, "extra": 2}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 

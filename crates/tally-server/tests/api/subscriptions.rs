@@ -115,7 +115,11 @@ async fn incomplete_subscription_grants_nothing(db: Db) {
     let app = spawn_app(db).await;
     let c = Customer::new("alice", Shape::V2026);
     let t = now();
-    app.deliver(&c.subscription("customer.subscription.created", "sub_1", PRO, "incomplete", t, t, false, t), "applied").await;
+    app.deliver(
+        &c.subscription("customer.subscription.created", "sub_1", PRO, "incomplete", t, t, false, t),
+        "applied",
+    )
+    .await;
     assert_eq!(app.balance("alice").await, ("free".into(), 100, 0));
     assert_eq!(app.billing("alice").await["subscription"]["status"], "incomplete");
 }
@@ -131,7 +135,8 @@ async fn renewal_resets_plan_bucket_once_per_invoice(db: Db) {
     assert_eq!(app.balance("alice").await, ("pro".into(), 2_500, 0));
     app.spend("alice", 300, "k2").await;
     // The same invoice again, as a new event (invoice.payment_succeeded is sent too).
-    let again = c.invoice("invoice.payment_succeeded", "in_2", "sub_1", PRO, "subscription_cycle", t + MONTH, t + MONTH);
+    let again =
+        c.invoice("invoice.payment_succeeded", "in_2", "sub_1", PRO, "subscription_cycle", t + MONTH, t + MONTH);
     app.deliver(&again, "ignored").await;
     assert_eq!(app.balance("alice").await, ("pro".into(), 2_200, 0));
     app.assert_books_balance().await;
@@ -251,7 +256,11 @@ async fn older_update_after_deleted_changes_nothing(db: Db) {
     let c = Customer::new("alice", Shape::V2026);
     let t = now() - 100;
     subscribe(&app, &c, "sub_1", PRO, t).await;
-    app.deliver(&c.subscription("customer.subscription.deleted", "sub_1", PRO, "canceled", t, t, false, t + 50), "applied").await;
+    app.deliver(
+        &c.subscription("customer.subscription.deleted", "sub_1", PRO, "canceled", t, t, false, t + 50),
+        "applied",
+    )
+    .await;
     let older = c.subscription("customer.subscription.updated", "sub_1", ENTERPRISE, "active", t, t, false, t + 40);
     app.post_event(&older).await;
     let b = app.billing("alice").await;
@@ -265,7 +274,11 @@ async fn update_of_the_same_second_after_deleted_changes_nothing(db: Db) {
     let c = Customer::new("alice", Shape::V2023);
     let t = now() - 100;
     subscribe(&app, &c, "sub_1", PRO, t).await;
-    app.deliver(&c.subscription("customer.subscription.deleted", "sub_1", PRO, "canceled", t, t, false, t + 50), "applied").await;
+    app.deliver(
+        &c.subscription("customer.subscription.deleted", "sub_1", PRO, "canceled", t, t, false, t + 50),
+        "applied",
+    )
+    .await;
     let same_second = c.subscription("customer.subscription.updated", "sub_1", PRO, "active", t, t, false, t + 50);
     app.post_event(&same_second).await;
     let b = app.billing("alice").await;
@@ -278,7 +291,11 @@ async fn older_update_does_not_overwrite_newer_state(db: Db) {
     let c = Customer::new("alice", Shape::V2026);
     let t = now() - 100;
     subscribe(&app, &c, "sub_1", PRO, t).await;
-    app.deliver(&c.subscription("customer.subscription.updated", "sub_1", PRO, "past_due", t, t, false, t + 30), "applied").await;
+    app.deliver(
+        &c.subscription("customer.subscription.updated", "sub_1", PRO, "past_due", t, t, false, t + 30),
+        "applied",
+    )
+    .await;
     let older = c.subscription("customer.subscription.updated", "sub_1", PRO, "active", t, t, true, t + 20);
     app.post_event(&older).await;
     let b = app.billing("alice").await;
@@ -291,7 +308,11 @@ async fn late_invoice_of_a_deleted_subscription_grants_nothing(db: Db) {
     let c = Customer::new("alice", Shape::V2026);
     let t = now() - MONTH;
     subscribe(&app, &c, "sub_1", PRO, t).await;
-    app.deliver(&c.subscription("customer.subscription.deleted", "sub_1", PRO, "canceled", t, t, false, t + 50), "applied").await;
+    app.deliver(
+        &c.subscription("customer.subscription.deleted", "sub_1", PRO, "canceled", t, t, false, t + 50),
+        "applied",
+    )
+    .await;
     let late = c.invoice("invoice.paid", "in_2", "sub_1", PRO, "subscription_cycle", t + MONTH, t + MONTH);
     app.post_event(&late).await;
     assert_eq!(app.balance("alice").await, ("free".into(), 100, 0));
@@ -327,7 +348,16 @@ async fn full_lifecycle(shape: Shape, db: Db) {
     assert_eq!(app.balance("alice").await, ("enterprise".into(), 10_000, 500));
     app.deliver(&c.refund("ch_1", "pi_top", 2_000, t + MONTH + 5), "applied").await;
     assert_eq!(app.balance("alice").await, ("enterprise".into(), 10_000, 0));
-    let deleted = c.subscription("customer.subscription.deleted", "sub_1", ENTERPRISE, "canceled", t, t + MONTH, false, t + MONTH + 9);
+    let deleted = c.subscription(
+        "customer.subscription.deleted",
+        "sub_1",
+        ENTERPRISE,
+        "canceled",
+        t,
+        t + MONTH,
+        false,
+        t + MONTH + 9,
+    );
     app.deliver(&deleted, "applied").await;
     assert_eq!(app.balance("alice").await, ("free".into(), 100, 0));
     app.assert_books_balance().await;
