@@ -43,6 +43,8 @@ pub struct Account {
     pub topup_credits: i64,
     /// The subscription whose period filled the plan bucket; its deletion ends the tier.
     pub funded_by: Option<String>,
+    /// `created` of the newest payment that funded the plan bucket.
+    pub funded_at: i64,
     /// Credits held by live reservations: part of the buckets, but not free to spend.
     pub reserved: i64,
 }
@@ -56,6 +58,7 @@ impl Account {
             plan_credits: catalog.free_credits,
             topup_credits: 0,
             funded_by: None,
+            funded_at: 0,
             reserved: 0,
         }
     }

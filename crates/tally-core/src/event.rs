@@ -72,12 +72,18 @@ pub struct Invoice {
     pub id: String,
     pub subscription: Option<String>,
     pub billing_reason: BillingReason,
-    /// The subscription line's period start: the period this invoice pays for.
+    /// The lines that pay for a subscription item's period: neither prorations nor
+    /// one-off invoice items, which name other periods and prices.
+    pub plan_lines: Vec<PlanLine>,
+    pub owner: Owner,
+}
+
+/// An invoice line that pays for a period of a subscription price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLine {
+    pub price_id: Option<String>,
     pub period_start: Option<i64>,
     pub period_end: Option<i64>,
-    /// The subscription line's price.
-    pub price_id: Option<String>,
-    pub owner: Owner,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

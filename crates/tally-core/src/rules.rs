@@ -86,6 +86,9 @@ pub struct Changes {
     pub topup: Option<Topup>,
     /// Why nothing changed, when nothing did.
     pub note: Option<&'static str>,
+    /// The event is about something tally has not seen yet (a refund of a top-up whose
+    /// checkout has not arrived): it is kept as unmatched, for replay.
+    pub unmatched: bool,
 }
 
 impl Changes {
@@ -104,12 +107,14 @@ pub fn period_of(kind: &EventKind) -> Option<i64> {
     }
 }
 
-/// The period an invoice pays for: renewals name it by the line's period start.
+/// The period an invoice pays for: the first, or the one its plan line starts. A
+/// proration-only invoice (an upgrade billed at once) pays for no period of its own.
 fn invoice_period(invoice: &Invoice) -> Option<i64> {
     match invoice.billing_reason {
         BillingReason::SubscriptionCreate => Some(FIRST_PERIOD),
-        BillingReason::SubscriptionCycle => invoice.period_start,
-        BillingReason::Other => None,
+        BillingReason::SubscriptionCycle | BillingReason::Other => {
+            invoice.plan_lines.iter().find_map(|line| line.period_start)
+        }
     }
 }
 
@@ -144,6 +149,7 @@ pub fn apply(event: &BillingEvent, snapshot: Snapshot, catalog: &Catalog) -> Cha
             period: None,
             topup: None,
             note: None,
+            unmatched: false,
         },
     };
     match &event.kind {
@@ -183,6 +189,11 @@ impl Step<'_> {
 
     fn plan_of_price(&self, price_id: Option<&str>) -> Option<Plan> {
         price_id.and_then(|p| self.catalog.plan_for_price(p))
+    }
+
+    /// The best tally plan an invoice's plan lines pay for.
+    fn plan_of_invoice(&self, invoice: &Invoice) -> Option<Plan> {
+        invoice.plan_lines.iter().filter_map(|line| self.plan_of_price(line.price_id.as_deref())).max()
     }
 
     fn canceled(&self) -> bool {
@@ -246,7 +257,8 @@ impl Step<'_> {
         if !session.paid {
             return self.ignore("checkout not paid");
         }
-        if !matches!(session.item, None | Some(Item::Topup)) {
+        if session.item != Some(Item::Topup) {
+            // tally's own checkout always names the item; other payments are not ours.
             return self.ignore("payment checkout for an item that is not a top-up");
         }
         if existing.is_some() {
@@ -267,13 +279,15 @@ impl Step<'_> {
         let Some(sub_id) = invoice.subscription.as_deref() else {
             return self.ignore("invoice without a subscription");
         };
-        let plan =
-            self.plan_of_price(invoice.price_id.as_deref()).or_else(|| self.subscription.as_ref().and_then(|s| s.plan));
+        let line_plan = self.plan_of_invoice(invoice);
+        if line_plan.is_none() && self.subscription.is_none() {
+            return self.ignore("invoice is not for a tally plan");
+        }
         self.observe(sub_id, |state| {
             state.status = "active".into();
-            state.plan = plan.or(state.plan);
+            state.plan = line_plan.or(state.plan);
         });
-        let Some(plan) = plan else {
+        let Some(plan) = line_plan.or_else(|| self.subscription.as_ref().and_then(|s| s.plan)) else {
             return self.ignore("invoice price is not a tally plan");
         };
         match invoice_period(invoice) {
@@ -286,7 +300,10 @@ impl Step<'_> {
         let Some(sub_id) = invoice.subscription.as_deref() else {
             return self.ignore("invoice without a subscription");
         };
-        let plan = self.plan_of_price(invoice.price_id.as_deref());
+        let plan = self.plan_of_invoice(invoice);
+        if plan.is_none() && self.subscription.is_none() {
+            return self.ignore("invoice is not for a tally plan");
+        }
         self.observe(sub_id, |state| {
             state.status = "past_due".into();
             state.plan = plan.or(state.plan);
@@ -298,6 +315,9 @@ impl Step<'_> {
             return self.subscription_deleted(sub);
         }
         let plan = self.plan_of_price(sub.price_id.as_deref());
+        if plan.is_none() && self.subscription.is_none() {
+            return self.ignore("subscription is not for a tally plan");
+        }
         self.observe(&sub.id, |state| {
             state.status = sub.status.clone();
             state.plan = plan.or(state.plan);
@@ -382,6 +402,12 @@ impl Step<'_> {
     /// Brings the period's grant up to `plan`: a new period resets the plan bucket, a
     /// better plan in a granted period adds the difference, anything else is a no-op.
     fn grant(&mut self, mut period: Period, plan: Plan) {
+        let account = &self.changes.ledger.account;
+        let other_funds = account.funded_by.as_deref().is_some_and(|f| f != period.subscription_id);
+        if other_funds && self.created < account.funded_at {
+            // A late payment of one subscription must not displace a later-paid one.
+            return self.ignore("another subscription was paid for later");
+        }
         let reference = format!("period:{}:{}:{}", period.subscription_id, period.start, plan.as_str());
         let allowance = self.catalog.allowance(plan);
         let ledger = &mut self.changes.ledger;
@@ -395,12 +421,15 @@ impl Step<'_> {
         }
         ledger.account.tier = plan;
         ledger.account.funded_by = Some(period.subscription_id.clone());
+        ledger.account.funded_at = ledger.account.funded_at.max(self.created);
         period.granted = Some(plan);
         self.changes.period = Some(period);
     }
 
     fn refund(&mut self, charge: &Charge, topup: Option<Topup>) {
         let Some(mut topup) = topup else {
+            // Perhaps its checkout has not arrived yet: keep it for replay.
+            self.changes.unmatched = true;
             return self.ignore("charge is not a known top-up");
         };
         if charge.amount <= 0 {
@@ -416,10 +445,14 @@ impl Step<'_> {
         let owed = target - topup.refunded_credits;
         let account = &self.changes.ledger.account;
         let take = owed.min(account.topup_credits).min(account.available());
+        if take == 0 {
+            return self.ignore("no free top-up credits to take back");
+        }
         let reason = if take < owed { "topup_refund_partial" } else { "topup_refund" };
-        let reference = format!("refund:{}:{}", charge.id, refunded);
+        // Only what was taken counts as refunded, so a replay later can take the rest.
+        topup.refunded_credits += take;
+        let reference = format!("refund:{}:{}", charge.id, topup.refunded_credits);
         self.changes.ledger.post(Bucket::Topup, -take, reason, reference);
-        topup.refunded_credits = target;
         self.changes.topup = Some(topup);
     }
 }

@@ -10,18 +10,20 @@ impl Store {
     /// The user's billing state; a user tally has never seen is a new free user.
     pub async fn billing(&self, user_id: &str, catalog: &Catalog) -> Result<Billing, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let row: Option<(String, i64, i64, Option<String>)> =
-            sqlx::query_as("select tier, plan_credits, topup_credits, funded_by from accounts where user_id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let row: Option<(String, i64, i64, Option<String>, i64)> = sqlx::query_as(
+            "select tier, plan_credits, topup_credits, funded_by, funded_at from accounts where user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?;
         let account = match row {
-            Some((tier, plan_credits, topup_credits, funded_by)) => Account {
+            Some((tier, plan_credits, topup_credits, funded_by, funded_at)) => Account {
                 user_id: user_id.to_owned(),
                 tier: Plan::parse(&tier).unwrap_or(Plan::Free),
                 plan_credits,
                 topup_credits,
                 funded_by,
+                funded_at,
                 reserved: rows::reserved_credits(&mut conn, user_id, None, now()).await?,
             },
             None => Account::new_user(user_id, catalog),

@@ -162,7 +162,13 @@ async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog
     };
     let changes = rules::apply(event, snapshot, catalog);
     rows::write_changes(conn, &changes).await?;
-    let outcome = if changes.changed_anything() { Outcome::Applied } else { Outcome::Ignored };
+    let outcome = if changes.unmatched {
+        Outcome::Unmatched
+    } else if changes.changed_anything() {
+        Outcome::Applied
+    } else {
+        Outcome::Ignored
+    };
     Ok(IngestOutcome { outcome, user_id: Some(user_id), note: changes.note.map(str::to_owned) })
 }
 

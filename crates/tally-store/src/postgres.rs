@@ -11,6 +11,7 @@ use crate::migrate::Migrations;
 pub const MIGRATIONS: Migrations = &[
     (20261127000001, include_str!("../migrations/postgres/20261127000001_init.sql")),
     (20261127000002, include_str!("../migrations/postgres/20261127000002_reservations.sql")),
+    (20261127000003, include_str!("../migrations/postgres/20261127000003_funded_at.sql")),
 ];
 
 /// Held by the migration transaction; the key is "tally" in ASCII.

@@ -38,14 +38,15 @@ pub async fn ensure_account(conn: &mut Conn, user_id: &str, catalog: &Catalog) -
 /// `reserved` counts the live holds, but not `except` (a hold being settled).
 pub async fn lock_account(conn: &mut Conn, user_id: &str, except: Option<&str>) -> Result<Account, StoreError> {
     let t = now();
-    let (tier, plan_credits, topup_credits, funded_by): (String, i64, i64, Option<String>) = sqlx::query_as(
-        "update accounts set updated_at = $2 where user_id = $1
-         returning tier, plan_credits, topup_credits, funded_by",
-    )
-    .bind(user_id)
-    .bind(t)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (tier, plan_credits, topup_credits, funded_by, funded_at): (String, i64, i64, Option<String>, i64) =
+        sqlx::query_as(
+            "update accounts set updated_at = $2 where user_id = $1
+             returning tier, plan_credits, topup_credits, funded_by, funded_at",
+        )
+        .bind(user_id)
+        .bind(t)
+        .fetch_one(&mut *conn)
+        .await?;
     let reserved = reserved_credits(conn, user_id, except, t).await?;
     Ok(Account {
         user_id: user_id.to_owned(),
@@ -53,6 +54,7 @@ pub async fn lock_account(conn: &mut Conn, user_id: &str, except: Option<&str>) 
         plan_credits,
         topup_credits,
         funded_by,
+        funded_at,
         reserved,
     })
 }
@@ -76,7 +78,8 @@ pub async fn write_ledger(conn: &mut Conn, ledger: &Ledger) -> Result<(), StoreE
     let a = &ledger.account;
     let t = now();
     sqlx::query(
-        "update accounts set tier = $2, plan_credits = $3, topup_credits = $4, funded_by = $5, updated_at = $6
+        "update accounts set tier = $2, plan_credits = $3, topup_credits = $4, funded_by = $5, funded_at = $6,
+             updated_at = $7
          where user_id = $1",
     )
     .bind(&a.user_id)
@@ -84,6 +87,7 @@ pub async fn write_ledger(conn: &mut Conn, ledger: &Ledger) -> Result<(), StoreE
     .bind(a.plan_credits)
     .bind(a.topup_credits)
     .bind(a.funded_by.as_deref())
+    .bind(a.funded_at)
     .bind(t)
     .execute(&mut *conn)
     .await?;

@@ -11,6 +11,7 @@ use crate::migrate::Migrations;
 pub const MIGRATIONS: Migrations = &[
     (20261127000001, include_str!("../migrations/sqlite/20261127000001_init.sql")),
     (20261127000002, include_str!("../migrations/sqlite/20261127000002_reservations.sql")),
+    (20261127000003, include_str!("../migrations/sqlite/20261127000003_funded_at.sql")),
 ];
 
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {

@@ -243,3 +243,34 @@ pub fn charge(shape: Shape, spec: &ChargeSpec) -> Value {
     c["status"] = json!("succeeded");
     c
 }
+
+/// Puts a proration line before an invoice's plan line, as Stripe does on the renewal
+/// after a plan change ("Unused time on Pro after ...").
+pub fn add_proration(shape: Shape, invoice: &mut Value, price: &str, period_start: i64, period_end: i64, amount: i64) {
+    let lines = invoice["lines"]["data"].as_array_mut().expect("an invoice has lines");
+    let mut line = lines[0].clone();
+    line["amount"] = json!(amount);
+    line["period"] = json!({ "start": period_start, "end": period_end });
+    match shape {
+        Shape::V2023 => {
+            line["type"] = json!("invoiceitem");
+            line["proration"] = json!(true);
+            line["price"]["id"] = json!(price);
+        }
+        Shape::V2026 => {
+            let subscription = line["parent"]["subscription_item_details"]["subscription"].clone();
+            line["parent"] = json!({
+                "type": "invoice_item_details",
+                "subscription_item_details": null,
+                "invoice_item_details": {
+                    "invoice_item": "ii_proration",
+                    "proration": true,
+                    "proration_details": { "credited_items": null },
+                    "subscription": subscription,
+                },
+            });
+            line["pricing"]["price_details"]["price"] = json!(price);
+        }
+    }
+    lines.insert(0, line);
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use tally_core::event::{BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, Subscription};
+use tally_core::event::{BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, PlanLine, Subscription};
 use tally_core::{BillingEvent, EventKind, Item};
 
 /// Why a body is not an event.
@@ -197,13 +197,16 @@ struct Period {
 #[derive(Deserialize)]
 struct InvoiceLine {
     period: Option<Period>,
-    /// 2023 shape (and `plan` before prices existed).
+    /// 2023 shape: `subscription` or `invoiceitem`, a `proration` flag, and the price
+    /// (or, before prices, the plan).
+    #[serde(rename = "type")]
+    line_type: Option<String>,
+    proration: Option<bool>,
     price: Option<Expandable>,
     plan: Option<Expandable>,
-    proration: Option<bool>,
-    /// 2025+ shape.
-    pricing: Option<LinePricing>,
+    /// 2025+ shape: the parent says what the line is; the price is under `pricing`.
     parent: Option<LineParent>,
+    pricing: Option<LinePricing>,
 }
 
 #[derive(Deserialize)]
@@ -218,28 +221,46 @@ struct PriceDetails {
 
 #[derive(Deserialize)]
 struct LineParent {
-    subscription_item_details: Option<SubscriptionItemDetails>,
+    #[serde(rename = "type")]
+    parent_type: Option<String>,
+    subscription_item_details: Option<ParentDetails>,
+    invoice_item_details: Option<ParentDetails>,
 }
 
 #[derive(Deserialize)]
-struct SubscriptionItemDetails {
+struct ParentDetails {
     proration: Option<bool>,
 }
 
 impl InvoiceLine {
-    fn is_proration(&self) -> bool {
-        self.proration.unwrap_or(false)
-            || self
-                .parent
-                .as_ref()
-                .and_then(|p| p.subscription_item_details.as_ref())
-                .and_then(|d| d.proration)
-                .unwrap_or(false)
+    /// Whether the line pays for a subscription item's period, as opposed to a
+    /// proration or a one-off invoice item.
+    fn pays_a_period(&self) -> bool {
+        let proration = self.proration.unwrap_or(false)
+            || self.parent.as_ref().is_some_and(|p| {
+                [&p.subscription_item_details, &p.invoice_item_details]
+                    .into_iter()
+                    .flatten()
+                    .any(|d| d.proration.unwrap_or(false))
+            });
+        let subscription_item = match (&self.parent, self.line_type.as_deref()) {
+            (Some(parent), _) => {
+                parent.parent_type.as_deref() == Some("subscription_item_details")
+                    || (parent.parent_type.is_none() && parent.subscription_item_details.is_some())
+            }
+            (None, Some(line_type)) => line_type == "subscription",
+            (None, None) => true,
+        };
+        subscription_item && !proration
     }
 
-    fn price_id(self) -> Option<String> {
+    fn into_plan_line(self) -> PlanLine {
         let current = self.pricing.and_then(|p| p.price_details).and_then(|d| d.price);
-        id_of(current.or(self.price).or(self.plan))
+        PlanLine {
+            price_id: id_of(current.or(self.price).or(self.plan)),
+            period_start: self.period.as_ref().and_then(|p| p.start),
+            period_end: self.period.and_then(|p| p.end),
+        }
     }
 }
 
@@ -251,20 +272,7 @@ impl From<InvoiceObject> for Invoice {
             None => (None, None),
         };
         let user_id = user_of(details_meta.as_ref()).or_else(|| user_of(inv.metadata.as_ref()));
-        let mut lines = inv.lines.map(|l| l.data).unwrap_or_default();
-        // The line that pays for the plan: not a proration, and with a price.
-        let pick = lines.iter().position(|l| !l.is_proration() && l.period.is_some()).or(if lines.is_empty() {
-            None
-        } else {
-            Some(0)
-        });
-        let (period_start, period_end, price_id) = match pick.map(|i| lines.swap_remove(i)) {
-            Some(mut line) => {
-                let period = line.period.take();
-                (period.as_ref().and_then(|p| p.start), period.and_then(|p| p.end), line.price_id())
-            }
-            None => (None, None, None),
-        };
+        let lines = inv.lines.map(|l| l.data).unwrap_or_default();
         Invoice {
             id: inv.id,
             subscription: id_of(details_sub).or(id_of(inv.subscription)),
@@ -273,9 +281,7 @@ impl From<InvoiceObject> for Invoice {
                 Some("subscription_cycle") => BillingReason::SubscriptionCycle,
                 _ => BillingReason::Other,
             },
-            period_start,
-            period_end,
-            price_id,
+            plan_lines: lines.into_iter().filter(InvoiceLine::pays_a_period).map(InvoiceLine::into_plan_line).collect(),
             owner: Owner { user_id, customer: id_of(inv.customer) },
         }
     }

@@ -1,7 +1,7 @@
 //! Both API shapes read into the same normalized event.
 
 use serde_json::json;
-use tally_core::event::{BillingReason, CheckoutMode};
+use tally_core::event::{BillingReason, CheckoutMode, PlanLine};
 use tally_core::{EventKind, Item};
 use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
 use tally_stripe::{ParseError, parse_event};
@@ -32,8 +32,8 @@ fn invoices_of_both_shapes_name_subscription_period_price_and_user() {
         let EventKind::InvoicePaid(inv) = kind_of(e) else { panic!("{shape:?}: not an invoice") };
         assert_eq!(inv.subscription.as_deref(), Some("sub_1"), "{shape:?}");
         assert_eq!(inv.billing_reason, BillingReason::SubscriptionCycle);
-        assert_eq!((inv.period_start, inv.period_end), (Some(1_000), Some(2_000)), "{shape:?}");
-        assert_eq!(inv.price_id.as_deref(), Some("price_pro"), "{shape:?}");
+        let line = PlanLine { price_id: Some("price_pro".into()), period_start: Some(1_000), period_end: Some(2_000) };
+        assert_eq!(inv.plan_lines, vec![line], "{shape:?}");
         assert_eq!(inv.owner.user_id.as_deref(), Some("alice"), "{shape:?}");
         assert_eq!(inv.owner.customer.as_deref(), Some("cus_1"));
     }
@@ -154,4 +154,58 @@ fn bodies_that_are_not_events_are_refused() {
     assert!(matches!(parse_event(br#"{"id":"x"}"#), Err(ParseError::NotAnEvent(_))));
     let customer = br#"{"id":"cus","object":"customer","type":"x","created":1,"data":{"object":{}}}"#;
     assert!(matches!(parse_event(customer), Err(ParseError::NotAnEvent(_))));
+}
+
+/// A proration line ("Unused time on Pro") and a one-off item, in the given shape.
+fn extra_lines(shape: Shape, plan_line: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut proration = plan_line.clone();
+    let mut one_off = plan_line.clone();
+    proration["period"] = json!({"start": 1_500, "end": 2_000});
+    one_off["period"] = json!({"start": 1_700, "end": 1_700});
+    match shape {
+        Shape::V2023 => {
+            proration["proration"] = json!(true);
+            proration["price"]["id"] = json!("price_old");
+            one_off["type"] = json!("invoiceitem");
+            one_off["price"]["id"] = json!("price_setup_fee");
+        }
+        Shape::V2026 => {
+            for (line, price, proration_flag) in
+                [(&mut proration, "price_old", true), (&mut one_off, "price_setup_fee", false)]
+            {
+                line["parent"] = json!({"type": "invoice_item_details", "subscription_item_details": null,
+                    "invoice_item_details": {"invoice_item": "ii_1", "proration": proration_flag, "subscription": "sub_1"}});
+                line["pricing"]["price_details"]["price"] = json!(price);
+            }
+        }
+    }
+    vec![proration, one_off]
+}
+
+#[test]
+fn prorations_and_one_off_items_are_not_plan_lines() {
+    for shape in SHAPES {
+        let spec = InvoiceSpec {
+            id: "in_2",
+            subscription: "sub_1",
+            customer: "cus_1",
+            user: None,
+            price: "price_ent",
+            billing_reason: "subscription_cycle",
+            period_start: 2_000,
+            period_end: 3_000,
+            amount: 19_900,
+            status: "paid",
+        };
+        let mut invoice = fake::invoice(shape, &spec);
+        let plan_line = invoice["lines"]["data"][0].clone();
+        let mut lines = extra_lines(shape, &plan_line);
+        lines.push(plan_line);
+        invoice["lines"]["data"] = json!(lines);
+        let EventKind::InvoicePaid(inv) = kind_of(fake::event(shape, "invoice.paid", "e", 1, invoice)) else {
+            panic!()
+        };
+        let line = PlanLine { price_id: Some("price_ent".into()), period_start: Some(2_000), period_end: Some(3_000) };
+        assert_eq!(inv.plan_lines, vec![line], "{shape:?}");
+    }
 }

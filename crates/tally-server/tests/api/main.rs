@@ -9,5 +9,6 @@ mod bad_input;
 mod concurrency;
 mod credits;
 mod reservations;
+mod review_cases;
 mod subscriptions;
 mod topups;

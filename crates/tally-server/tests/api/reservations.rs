@@ -57,9 +57,9 @@ async fn reserve_then_release_spends_nothing(db: Db) {
 
 async fn an_expired_hold_frees_itself(db: Db) {
     let app = spawn_app(db).await;
-    let (_, held) = app.reserve("ann", 90, "r1", 1).await;
+    let (_, held) = app.reserve("ann", 90, "r1", 2).await;
     assert_eq!(credits(&app, "ann").await, (100, 90));
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
     assert_eq!(credits(&app, "ann").await, (100, 0), "freed with no job");
     let (status, _) = app.spend("ann", 100, "k1").await;
     assert_eq!(status, StatusCode::OK);
