@@ -1,10 +1,74 @@
-//! Who is calling: the host app, by its bearer key.
+//! Who is calling: the host app, by its bearer key, or a signed-in user, by the token
+//! in the Authorization header or in the billing page's cookie.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 
+use crate::session::COOKIE as SESSION_COOKIE;
 use crate::{ApiError, AppState};
+
+/// The user a request is signed in as.
+pub struct SignedInUser(pub String);
+
+impl FromRequestParts<AppState> for SignedInUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<SignedInUser, ApiError> {
+        let bearer =
+            parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let (token, from_cookie) = match bearer {
+            Some(token) => (token.to_owned(), false),
+            None => (session_cookie(&parts.headers).ok_or(ApiError::Unauthorized("sign in first"))?, true),
+        };
+        if from_cookie && !is_safe(&parts.method) && !same_origin(&parts.headers, &state.public_url) {
+            // A cookie rides along on cross-site form posts; only our own pages may post.
+            return Err(ApiError::Forbidden("cross-site request refused"));
+        }
+        let user = state.sessions.verify(&token, unix_now()).map_err(|e| {
+            tracing::info!(error = %e, "session refused");
+            ApiError::Unauthorized("invalid or expired session")
+        })?;
+        Ok(SignedInUser(user))
+    }
+}
+
+/// The session token from the `Cookie` header, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The browser says the request comes from our own pages: `Sec-Fetch-Site`, or else an
+/// `Origin` equal to the public URL or to the host the request was sent to.
+fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
+    let Some(origin) = header(ORIGIN.as_str()) else {
+        return false;
+    };
+    let host_origin = header(HOST.as_str()).map(|host| format!("http://{host}"));
+    origin == public_url.trim_end_matches('/') || Some(origin.to_owned()) == host_origin
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
 
 /// Proof that the request carries `Authorization: Bearer $TALLY_API_KEY`.
 pub struct HostApp;

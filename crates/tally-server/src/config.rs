@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use tally_core::{Catalog, Item};
+use tally_stripe::ClientOptions;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name}: {problem}")]
@@ -24,9 +25,18 @@ pub struct Config {
     pub api_key: Option<String>,
     pub jwt_secret: Option<String>,
     pub stripe_api_base: String,
+    /// Offer promotion codes on the Checkout page.
+    pub allow_promotion_codes: bool,
+    /// Timeouts and retries of Stripe API calls (tests shorten them).
+    pub stripe_client: ClientOptions,
 }
 
 impl Config {
+    /// Whether the Stripe key is a live one (real money).
+    pub fn live(&self) -> bool {
+        self.stripe_secret_key.as_deref().is_some_and(is_live_key)
+    }
+
     /// Reads the process environment, after loading `.env` from the working directory.
     pub fn from_env() -> Result<Config, ConfigError> {
         if let Err(e) = dotenvy::dotenv()
@@ -75,14 +85,14 @@ impl Config {
         }
 
         let mut catalog = Catalog::default();
-        let live = stripe_secret_key.as_deref().is_some_and(is_live_key);
+        let offline = stripe_secret_key.is_none();
         for (name, item, offer) in [
             ("STRIPE_PRO_PRICE_ID", Item::Pro, &mut catalog.pro),
             ("STRIPE_ENTERPRISE_PRICE_ID", Item::Enterprise, &mut catalog.enterprise),
             ("STRIPE_TOPUP_PRICE_ID", Item::Topup, &mut catalog.topup),
         ] {
             // Offline, placeholder prices let `tally trigger` tell the plans apart.
-            offer.price_id = get(name).or_else(|| (!live).then(|| dev_price_id(item)));
+            offer.price_id = get(name).or_else(|| offline.then(|| dev_price_id(item)));
             if let Some(id) = &offer.price_id
                 && id.contains(char::is_whitespace)
             {
@@ -105,6 +115,14 @@ impl Config {
             return Err(invalid("STRIPE_API_BASE", format!("expected an http(s):// URL, got {stripe_api_base:?}")));
         }
 
+        let allow_promotion_codes = match get("TALLY_ALLOW_PROMOTION_CODES").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(invalid("TALLY_ALLOW_PROMOTION_CODES", format!("expected true or false, got {other:?}")));
+            }
+        };
+
         Ok(Config {
             database_url,
             stripe_secret_key,
@@ -115,6 +133,8 @@ impl Config {
             api_key: get("TALLY_API_KEY"),
             jwt_secret: get("AUTH_JWT_SECRET"),
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
+            allow_promotion_codes,
+            stripe_client: ClientOptions::default(),
         })
     }
 }

@@ -14,6 +14,13 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("Stripe is not configured")]
+    StripeNotConfigured,
+    /// Stripe refused or failed; the cause is logged, the user gets a stable message.
+    #[error("the payment provider could not be reached; try again")]
+    Stripe,
     #[error("insufficient credits: needed {needed}, available {available}")]
     InsufficientCredits { needed: i64, available: i64 },
     #[error("{0}")]
@@ -41,6 +48,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::StripeNotConfigured => (StatusCode::SERVICE_UNAVAILABLE, "stripe_not_configured"),
+            ApiError::Stripe => (StatusCode::BAD_GATEWAY, "stripe_error"),
             ApiError::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_credits"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -94,5 +104,13 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+impl From<tally_stripe::StripeError> for ApiError {
+    fn from(e: tally_stripe::StripeError) -> ApiError {
+        // The client has logged Stripe's type, code and message.
+        tracing::warn!(error = %e, "Stripe call failed");
+        ApiError::Stripe
     }
 }

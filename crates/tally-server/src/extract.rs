@@ -1,8 +1,9 @@
 //! Request extractors whose rejections are tally's own 400s.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::{Form, Json};
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
@@ -17,6 +18,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(ApiError::bad_request("invalid_request", rejection_text(&rejection))),
+        }
+    }
+}
+
+/// A body sent as JSON or as an HTML form; `form` says which, so the answer can match.
+pub struct JsonOrForm<T> {
+    pub value: T,
+    pub form: bool,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let Form(value) = Form::<T>::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+            Ok(JsonOrForm { value, form: true })
+        } else {
+            let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
+            Ok(JsonOrForm { value, form: false })
         }
     }
 }

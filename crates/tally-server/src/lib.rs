@@ -5,7 +5,9 @@ mod auth;
 pub mod config;
 mod error;
 mod extract;
+mod fulfil;
 mod routes;
+pub mod session;
 mod state;
 
 use std::net::SocketAddr;
@@ -20,6 +22,9 @@ use tally_store::Store;
 /// Where the dev-mode webhook secret is kept in the database.
 pub const DEV_WEBHOOK_SECRET_KEY: &str = "dev_webhook_secret";
 
+/// Where the secret of dev-mode sessions is kept (without AUTH_JWT_SECRET).
+const DEV_SESSION_SECRET_KEY: &str = "dev_session_secret";
+
 /// A tally server bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,
@@ -32,10 +37,17 @@ impl Application {
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
         let secrets = webhook_secrets(&config, &store).await?;
+        let session_secret = match &config.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                let fresh = hex::encode(rand::random::<[u8; 32]>());
+                store.setting_or_insert(DEV_SESSION_SECRET_KEY, &fresh).await?
+            }
+        };
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("TALLY_BIND: cannot listen on {}: {e}", config.bind))?;
-        let state = AppState::new(config, store, &secrets);
+        let state = AppState::new(config, store, &secrets, &session_secret);
         Ok(Application { listener, state })
     }
 

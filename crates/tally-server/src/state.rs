@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use tally_core::Catalog;
 use tally_store::Store;
-use tally_stripe::Verifier;
+use tally_stripe::{StripeClient, Verifier};
 
 use crate::Config;
+use crate::session::Sessions;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,15 +15,36 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub verifier: Arc<Verifier>,
     pub api_key: Option<Arc<str>>,
+    /// `None` without STRIPE_SECRET_KEY: checkout and portal answer 503.
+    pub stripe: Option<StripeClient>,
+    pub sessions: Sessions,
+    /// `/dev/login` works: no AUTH_JWT_SECRET, a loopback bind and no live key.
+    pub dev_login: bool,
+    pub public_url: Arc<str>,
+    pub allow_promotion_codes: bool,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store, webhook_secrets: &[String]) -> AppState {
+    pub fn new(config: Config, store: Store, webhook_secrets: &[String], session_secret: &str) -> AppState {
+        let stripe = config
+            .stripe_secret_key
+            .as_deref()
+            .map(|key| StripeClient::new(&config.stripe_api_base, key, config.stripe_client.clone()));
         AppState {
             store,
+            dev_login: config.jwt_secret.is_none() && config.bind.ip().is_loopback() && !config.live(),
             catalog: Arc::new(config.catalog),
             verifier: Arc::new(Verifier::new(webhook_secrets)),
             api_key: config.api_key.map(Arc::from),
+            stripe,
+            sessions: Sessions::new(session_secret),
+            public_url: Arc::from(config.public_url.as_str()),
+            allow_promotion_codes: config.allow_promotion_codes,
         }
+    }
+
+    /// Whether cookies must be Secure: the public URL is https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
     }
 }

@@ -55,6 +55,38 @@ impl Store {
         })
     }
 
+    /// The user's Stripe customer, if tally knows one.
+    pub async fn stripe_customer(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        let customer: Option<Option<String>> =
+            sqlx::query_scalar("select stripe_customer_id from accounts where user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(customer.flatten())
+    }
+
+    /// Records the user's Stripe customer unless one is recorded already; returns the
+    /// one kept, so that concurrent first checkouts agree on one customer.
+    pub async fn link_stripe_customer(
+        &self,
+        user_id: &str,
+        customer: &str,
+        catalog: &Catalog,
+    ) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        rows::ensure_account(&mut tx, user_id, catalog).await?;
+        let kept: Option<String> = sqlx::query_scalar(
+            "update accounts set stripe_customer_id = coalesce(stripe_customer_id, $2) where user_id = $1
+             returning stripe_customer_id",
+        )
+        .bind(user_id)
+        .bind(customer)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(kept.unwrap_or_else(|| customer.to_owned()))
+    }
+
     /// Spends credits, plan bucket first. The same key spends once: a repeat answers
     /// with the current state and changes nothing.
     pub async fn spend(&self, spend: Spend<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {

@@ -1,9 +1,13 @@
 //! The only crate that speaks Stripe: webhook signatures, tolerant event parsing of
-//! both API shapes (2023 and 2025+), and realistic test events for `tally trigger`.
+//! both API shapes (2023 and 2025+), the API client, and realistic test events for
+//! `tally trigger`.
 
+pub mod api;
+pub mod client;
 pub mod fake;
 pub mod parse;
 pub mod signature;
 
+pub use client::{ClientOptions, StripeClient, StripeError};
 pub use parse::{ParseError, ParsedEvent, parse_event};
 pub use signature::{SignatureError, Verifier, sign};

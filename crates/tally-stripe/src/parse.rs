@@ -89,6 +89,13 @@ fn read_kind(event_type: &str, raw: &str) -> Result<EventKind, serde_json::Error
     })
 }
 
+/// A Checkout Session object as the API returns it, with its `created`.
+pub fn checkout_session(raw: &str) -> Result<(CheckoutSession, i64), serde_json::Error> {
+    let object: CheckoutObject = read(raw)?;
+    let created = object.created.unwrap_or(0);
+    Ok((object.into_session(false), created))
+}
+
 fn read<T: DeserializeOwned>(raw: &str) -> Result<T, serde_json::Error> {
     serde_json::from_str(raw)
 }
@@ -127,6 +134,7 @@ fn user_of(metadata: Option<&Metadata>) -> Option<String> {
 #[derive(Deserialize)]
 struct CheckoutObject {
     id: String,
+    created: Option<i64>,
     mode: Option<String>,
     payment_status: Option<String>,
     client_reference_id: Option<String>,

@@ -1,8 +1,11 @@
 //! The HTTP routes, one module per area.
 
+mod billing;
+mod checkout;
 mod credits;
 mod health;
 mod openapi;
+mod pages;
 mod reservations;
 mod webhooks;
 
@@ -15,6 +18,9 @@ pub fn router() -> Router<AppState> {
         .merge(webhooks::router())
         .merge(credits::router())
         .merge(reservations::router())
+        .merge(billing::router())
+        .merge(checkout::router())
+        .merge(pages::router())
         .merge(health::router())
         .merge(openapi::router())
 }

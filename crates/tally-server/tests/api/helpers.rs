@@ -7,7 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use std::time::Duration;
+
+use tally_server::session::Sessions;
 use tally_server::{Application, Config};
+use tally_stripe::ClientOptions;
+
+use crate::fake_stripe::FakeStripe;
 use tally_store::{Store, StoredEvent};
 use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
 
@@ -15,6 +21,8 @@ pub const SECRET: &str = "whsec_test_suite";
 pub const API_KEY: &str = "test-api-key";
 pub const PRO: &str = "price_pro_test";
 pub const ENTERPRISE: &str = "price_enterprise_test";
+pub const TOPUP: &str = "price_topup_test";
+pub const JWT_SECRET: &str = "test-jwt-secret-of-the-host-app";
 pub const MONTH: i64 = 30 * 24 * 3600;
 
 /// Runs each named scenario once per backend: `sqlite::name` and `postgres::name`.
@@ -115,18 +123,39 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
-    let database_url = db.fresh().await;
+    spawn_app_with(db, &[]).await
+}
+
+/// A tally whose Stripe API calls go to `stripe`, with user tokens signed by JWT_SECRET
+/// and short timeouts and backoffs.
+pub async fn spawn_app_with_stripe(db: Db, stripe: &FakeStripe) -> TestApp {
     let vars = [
+        ("STRIPE_SECRET_KEY", "sk_test_fake"),
+        ("STRIPE_API_BASE", stripe.url.as_str()),
+        ("AUTH_JWT_SECRET", JWT_SECRET),
+    ];
+    spawn_app_with(db, &vars).await
+}
+
+/// A tally with the suite's settings, `extra` overriding them.
+pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
+    let database_url = db.fresh().await;
+    let base = [
         ("DATABASE_URL", database_url.as_str()),
         ("STRIPE_WEBHOOK_SECRET", SECRET),
         ("TALLY_API_KEY", API_KEY),
         ("TALLY_BIND", "127.0.0.1:0"),
         ("STRIPE_PRO_PRICE_ID", PRO),
         ("STRIPE_ENTERPRISE_PRICE_ID", ENTERPRISE),
-        ("STRIPE_TOPUP_PRICE_ID", "price_topup_test"),
+        ("STRIPE_TOPUP_PRICE_ID", TOPUP),
     ];
-    let config = Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
-        .expect("test config is valid");
+    let lookup = |name: &str| {
+        let pick = |vars: &[(&str, &str)]| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+        pick(extra).or_else(|| pick(&base))
+    };
+    let mut config = Config::from_lookup(lookup).expect("test config is valid");
+    config.stripe_client =
+        ClientOptions { timeout: Duration::from_millis(500), max_retries: 2, backoff: Duration::from_millis(10) };
     let app = Application::build(config).await.expect("tally starts");
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
@@ -199,6 +228,25 @@ impl TestApp {
     pub async fn spend(&self, user: &str, amount: i64, key: &str) -> (StatusCode, Value) {
         let body = json!({ "user_id": user, "amount": amount, "idempotency_key": key, "reason": "test" });
         self.post("/api/credits/spend", &body).await
+    }
+
+    /// A user's token, as the host app would issue it.
+    pub fn token(&self, user: &str) -> String {
+        Sessions::new(JWT_SECRET).issue(user, now() + 3600)
+    }
+
+    /// POSTs JSON to a user route as `user`.
+    pub async fn post_as(&self, user: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(self.token(user))
+            .json(body)
+            .send()
+            .await
+            .expect("tally answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// POSTs JSON to a host-app route.

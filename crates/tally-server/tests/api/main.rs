@@ -1,11 +1,14 @@
 //! tally's scenario suite: every rule of CONTRACT §1 and every webhook answer, through
 //! HTTP, on embedded SQLite and (with TEST_DATABASE_URL) on Postgres.
 
+mod fake_stripe;
 mod helpers;
 
 mod openapi;
 
+mod auth;
 mod bad_input;
+mod checkout;
 mod concurrency;
 mod credits;
 mod reservations;

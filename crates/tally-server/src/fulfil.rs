@@ -1,0 +1,34 @@
+//! Fulfilment on return from Checkout: when the user lands on the success page before
+//! the webhook did, tally fetches the session from Stripe and applies it through the
+//! same idempotent path as the webhook, so nothing is granted twice either way.
+
+use tally_core::{BillingEvent, EventKind};
+use tally_store::NewEvent;
+
+use crate::{ApiError, AppState};
+
+/// Applies Checkout Session `session_id` if it belongs to `user` and is not applied yet.
+pub async fn checkout_session(state: &AppState, user: &str, session_id: &str) -> Result<(), ApiError> {
+    let event_id = format!("fulfil_{session_id}");
+    if state.store.event(&event_id).await?.is_some() {
+        return Ok(());
+    }
+    let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;
+    let retrieved = stripe.retrieve_checkout_session(session_id).await?;
+    if retrieved.session.owner.user_id.as_deref() != Some(user) {
+        tracing::warn!(session_id, user, "a session of another user on the success page");
+        return Ok(());
+    }
+    let event = BillingEvent { id: event_id, created: retrieved.created, kind: EventKind::Checkout(retrieved.session) };
+    let new = NewEvent {
+        id: &event.id,
+        event_type: "checkout.session.completed",
+        created: event.created,
+        livemode: false,
+        payload: &retrieved.raw,
+        event: Ok(&event),
+    };
+    let outcome = state.store.ingest(new, &state.catalog).await?;
+    tracing::info!(session_id, outcome = outcome.outcome.as_str(), "fulfilled on return from Checkout");
+    Ok(())
+}

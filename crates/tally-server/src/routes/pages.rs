@@ -1,0 +1,206 @@
+//! The billing page, its success/cancel banners and fulfilment on return from
+//! Checkout, and the dev-mode login.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::auth::{SignedInUser, unix_now};
+use crate::session::COOKIE;
+use crate::{ApiError, AppState, fulfil};
+
+/// How long a dev-mode session lasts.
+const DEV_SESSION_SECS: i64 = 7 * 24 * 3600;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/dashboard/billing", get(show_billing_page)).route("/dev/login", get(dev_login))
+}
+
+#[derive(Template)]
+#[template(path = "billing.html")]
+struct BillingPage {
+    success: bool,
+    canceled: bool,
+    notes: Vec<String>,
+    tier: &'static str,
+    credits: i64,
+    plan_credits: i64,
+    topup_credits: i64,
+    reserved_credits: i64,
+    subscription_lines: Vec<(&'static str, String)>,
+    subscribed: bool,
+    has_customer: bool,
+    stripe_ready: bool,
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignInPage {
+    message: &'static str,
+    dev_login: bool,
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    success: Option<String>,
+    canceled: Option<String>,
+    session_id: Option<String>,
+    /// The host app's token, exchanged once for the session cookie.
+    token: Option<String>,
+}
+
+async fn show_billing_page(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    user: Result<SignedInUser, ApiError>,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &query.token {
+        let Ok(user) = state.sessions.verify(token, unix_now()) else {
+            return Ok(sign_in(&state, StatusCode::UNAUTHORIZED, "That sign-in link is invalid or has expired."));
+        };
+        // Keep the token in a cookie and drop it from the address bar.
+        let exp = unix_now() + DEV_SESSION_SECS;
+        let mut response = Redirect::to(&page_url(&query)).into_response();
+        response.headers_mut().insert(SET_COOKIE, session_cookie(&state, token, exp - unix_now()));
+        tracing::info!(%user, "signed in by token");
+        return Ok(response);
+    }
+    let Ok(SignedInUser(user)) = user else {
+        return Ok(sign_in(&state, StatusCode::UNAUTHORIZED, "Open this page from your account to see your billing."));
+    };
+    let mut notes = Vec::new();
+    let success = query.success.as_deref() == Some("true");
+    if let (true, Some(session_id)) = (success, query.session_id.as_deref()) {
+        if let Err(e) = fulfil::checkout_session(&state, &user, session_id).await {
+            tracing::warn!(error = %e, session_id, "fulfilment on return from Checkout failed");
+            notes.push("Your payment is being confirmed; this page will show it shortly.".to_owned());
+        }
+    }
+    if state.stripe.is_none() {
+        notes.push("Stripe is not configured, so purchases are off.".to_owned());
+    }
+    let billing = state.store.billing(&user, &state.catalog).await?;
+    let has_customer = state.store.stripe_customer(&user).await?.is_some();
+    let mut subscription_lines = Vec::new();
+    let mut subscribed = false;
+    if let Some(sub) = &billing.subscription {
+        subscribed = ["active", "trialing", "past_due", "unpaid"].contains(&sub.status.as_str());
+        subscription_lines
+            .push(("Subscription", format!("{} ({})", sub.plan.map_or("unknown plan", |p| p.as_str()), sub.status)));
+        if let Some(end) = sub.current_period_end {
+            let label = if sub.cancel_at_period_end { "Ends on" } else { "Renews on" };
+            subscription_lines.push((label, date(end)));
+        }
+        if sub.status == "past_due" {
+            notes.push("Your last payment failed. Update your payment method to keep your plan.".to_owned());
+        }
+    }
+    let page = BillingPage {
+        success,
+        canceled: query.canceled.as_deref() == Some("true"),
+        notes,
+        tier: billing.tier.as_str(),
+        credits: billing.credits,
+        plan_credits: billing.plan_credits,
+        topup_credits: billing.topup_credits,
+        reserved_credits: billing.reserved_credits,
+        subscription_lines,
+        subscribed,
+        has_customer,
+        stripe_ready: state.stripe.is_some(),
+    };
+    Ok(render(StatusCode::OK, page.render()))
+}
+
+#[derive(Deserialize)]
+struct DevLoginQuery {
+    user: String,
+}
+
+async fn dev_login(State(state): State<AppState>, Query(query): Query<DevLoginQuery>) -> Result<Response, ApiError> {
+    if !state.dev_login {
+        return Err(ApiError::Forbidden(
+            "dev login is off: it needs no AUTH_JWT_SECRET, a loopback TALLY_BIND and no live Stripe key",
+        ));
+    }
+    let user = query.user.trim();
+    if user.is_empty() || user.len() > 255 {
+        return Err(ApiError::bad_request("invalid_request", "user: 1 to 255 characters"));
+    }
+    let token = state.sessions.issue(user, unix_now() + DEV_SESSION_SECS);
+    let mut response = Redirect::to("/dashboard/billing").into_response();
+    response.headers_mut().insert(SET_COOKIE, session_cookie(&state, &token, DEV_SESSION_SECS));
+    Ok(response)
+}
+
+fn session_cookie(state: &AppState, token: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.secure_cookies() { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The billing page's address without the token.
+fn page_url(query: &PageQuery) -> String {
+    let mut params = Vec::new();
+    for (name, value) in [("success", &query.success), ("canceled", &query.canceled), ("session_id", &query.session_id)]
+    {
+        if let Some(value) = value {
+            params.push(format!("{name}={}", urlencode(value)));
+        }
+    }
+    if params.is_empty() { "/dashboard/billing".to_owned() } else { format!("/dashboard/billing?{}", params.join("&")) }
+}
+
+fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn sign_in(state: &AppState, status: StatusCode, message: &'static str) -> Response {
+    render(status, SignInPage { message, dev_login: state.dev_login }.render())
+}
+
+fn render(status: StatusCode, html: Result<String, askama::Error>) -> Response {
+    match html {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            ApiError::Internal.into_response()
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a unix time (UTC), from the days since 1970 (Howard Hinnant's algorithm).
+fn date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_are_utc_calendar_days() {
+        assert_eq!(super::date(0), "1970-01-01");
+        assert_eq!(super::date(1_795_780_800), "2026-11-27");
+        assert_eq!(super::date(951_782_400), "2000-02-29");
+    }
+}

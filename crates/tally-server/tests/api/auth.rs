@@ -1,0 +1,178 @@
+//! Who may see what: user tokens, the billing page's cookie, dev login, CSRF.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tally_server::session::Sessions;
+use tally_stripe::fake::Shape;
+
+use crate::checkout::dev_token;
+use crate::fake_stripe::FakeStripe;
+use crate::helpers::{Customer, Db, JWT_SECRET, TestApp, now, spawn_app, spawn_app_with, spawn_app_with_stripe};
+use crate::on_both_backends;
+
+on_both_backends!(
+    missing_expired_forged_and_unsigned_tokens_get_401,
+    a_user_only_ever_sees_their_own_billing,
+    the_billing_page_shows_the_signed_in_users_state,
+    a_host_app_token_link_becomes_a_session_cookie,
+    dev_login_is_refused_on_a_public_bind_and_with_a_live_key,
+    cookie_posts_from_other_sites_are_refused,
+);
+
+async fn get_billing(app: &TestApp, authorization: Option<String>) -> (StatusCode, serde_json::Value) {
+    let mut request = app.client.get(format!("{}/api/billing", app.address));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+async fn missing_expired_forged_and_unsigned_tokens_get_401(db: Db) {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with_stripe(db, &stripe).await;
+    let ours = Sessions::new(JWT_SECRET);
+    let expired = ours.issue("amy", now() - 10);
+    let forged = Sessions::new("not-the-secret").issue("amy", now() + 60);
+    let valid = ours.issue("amy", now() + 60);
+    let claims = valid.split('.').nth(1).unwrap();
+    let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
+    let unsigned = format!("{none_header}.{claims}.");
+    for bad in [
+        None,
+        Some(format!("Bearer {expired}")),
+        Some(format!("Bearer {forged}")),
+        Some(format!("Bearer {unsigned}")),
+        Some("Bearer x.y.z".into()),
+    ] {
+        let (status, body) = get_billing(&app, bad.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad:?}: {body}");
+    }
+    let (status, body) = get_billing(&app, Some(format!("Bearer {valid}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["user_id"], "amy");
+    let (status, _) = app.post_as("amy", "/api/portal", &json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let response =
+        app.client.post(format!("{}/api/checkout", app.address)).json(&json!({"item":"pro"})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn a_user_only_ever_sees_their_own_billing(db: Db) {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with_stripe(db, &stripe).await;
+    let c = Customer::new("rich", Shape::V2026);
+    app.deliver(&c.checkout("cs_1", "sub_1", "enterprise", "paid", now()), "applied").await;
+    let (_, mine) = get_billing(&app, Some(format!("Bearer {}", app.token("poor")))).await;
+    assert_eq!((mine["user_id"].as_str(), mine["tier"].as_str()), (Some("poor"), Some("free")));
+    // A user token is not the host app's key.
+    let response = app
+        .client
+        .get(format!("{}/api/users/rich/billing", app.address))
+        .bearer_auth(app.token("poor"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let page = app
+        .client
+        .get(format!("{}/dashboard/billing", app.address))
+        .bearer_auth(app.token("poor"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("10000") && !page.contains("enterprise</p>"), "{page}");
+}
+
+async fn the_billing_page_shows_the_signed_in_users_state(db: Db) {
+    let app = spawn_app(db).await;
+    let token = dev_token(&app, "zoe").await;
+    app.spend("zoe", 30, "k1").await;
+    let page = app
+        .client
+        .get(format!("{}/dashboard/billing?canceled=true", app.address))
+        .header("cookie", format!("tally_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<span id=\"credits\">70</span>"), "{html}");
+    assert!(html.contains("id=\"canceled\""));
+    assert!(html.contains("Stripe is not configured"));
+    let anonymous = app.client.get(format!("{}/dashboard/billing", app.address)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.text().await.unwrap().contains("/dev/login"));
+}
+
+async fn a_host_app_token_link_becomes_a_session_cookie(db: Db) {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with_stripe(db, &stripe).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let token = app.token("olga");
+    let response =
+        client.get(format!("{}/dashboard/billing?token={token}&canceled=true", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/dashboard/billing?canceled=true");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with(&format!("tally_session={token}")) && cookie.contains("HttpOnly"));
+    let bad = client.get(format!("{}/dashboard/billing?token=forged.x.y", app.address)).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn dev_login_is_refused_on_a_public_bind_and_with_a_live_key(db: Db) {
+    for vars in [
+        vec![("TALLY_BIND", "0.0.0.0:0")],
+        vec![("STRIPE_SECRET_KEY", "sk_live_real"), ("STRIPE_API_BASE", "http://127.0.0.1:9")],
+    ] {
+        let app = spawn_app_with(db.clone(), &vars).await;
+        let url = format!("http://127.0.0.1:{}/dev/login?user=mallory", app.address.rsplit(':').next().unwrap());
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{vars:?}");
+        assert!(response.headers().get("set-cookie").is_none());
+    }
+    let with_jwt = spawn_app_with(db, &[("AUTH_JWT_SECRET", JWT_SECRET)]).await;
+    let response = with_jwt.client.get(format!("{}/dev/login?user=mallory", with_jwt.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+async fn cookie_posts_from_other_sites_are_refused(db: Db) {
+    let stripe = FakeStripe::start().await;
+    let app =
+        spawn_app_with(db, &[("STRIPE_SECRET_KEY", "sk_test_fake"), ("STRIPE_API_BASE", stripe.url.as_str())]).await;
+    let token = dev_token(&app, "pat").await;
+    let post = |origin: Option<&'static str>, site: Option<&'static str>| {
+        let mut request = app
+            .client
+            .post(format!("{}/api/checkout", app.address))
+            .header("cookie", format!("tally_session={token}"))
+            .form(&[("item", "topup")]);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(site) = site {
+            request = request.header("sec-fetch-site", site);
+        }
+        request.send()
+    };
+    for (origin, site) in [(None, None), (Some("https://evil.example"), None), (None, Some("cross-site"))] {
+        let response = post(origin, site).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin:?} {site:?}");
+    }
+    assert!(stripe.seen("/v1/checkout/sessions").is_empty());
+    let same_site = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = same_site
+        .post(format!("{}/api/checkout", app.address))
+        .header("cookie", format!("tally_session={token}"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("item", "topup")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}

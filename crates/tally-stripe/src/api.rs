@@ -1,0 +1,143 @@
+//! The Stripe calls tally makes, with Stripe's own parameter names.
+
+use serde::Deserialize;
+use tally_core::Item;
+use tally_core::event::CheckoutSession;
+
+use crate::client::{StripeClient, StripeError};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Customer {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreatedSession {
+    pub id: String,
+    pub url: String,
+}
+
+/// A Checkout Session fetched from the API, normalized and raw.
+#[derive(Debug, Clone)]
+pub struct RetrievedSession {
+    pub session: CheckoutSession,
+    pub created: i64,
+    pub raw: String,
+}
+
+/// What tally puts in a Checkout Session; the price comes from configuration only.
+#[derive(Debug, Clone)]
+pub struct CheckoutRequest<'a> {
+    pub user_id: &'a str,
+    pub item: Item,
+    pub price_id: &'a str,
+    pub customer: &'a str,
+    pub success_url: &'a str,
+    pub cancel_url: &'a str,
+    pub allow_promotion_codes: bool,
+}
+
+impl CheckoutRequest<'_> {
+    /// The form Stripe's API reference documents for POST /v1/checkout/sessions.
+    pub fn form(&self) -> Vec<(String, String)> {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let mut form = vec![
+            pair("mode", if self.item == Item::Topup { "payment" } else { "subscription" }),
+            pair("customer", self.customer),
+            pair("client_reference_id", self.user_id),
+            pair("line_items[0][price]", self.price_id),
+            pair("line_items[0][quantity]", "1"),
+            pair("metadata[user_id]", self.user_id),
+            pair("metadata[item]", self.item.as_str()),
+            pair("success_url", self.success_url),
+            pair("cancel_url", self.cancel_url),
+        ];
+        if self.item == Item::Topup {
+            form.push(pair("payment_intent_data[metadata][user_id]", self.user_id));
+        } else {
+            form.push(pair("subscription_data[metadata][user_id]", self.user_id));
+        }
+        if self.allow_promotion_codes {
+            form.push(pair("allow_promotion_codes", "true"));
+        }
+        form
+    }
+}
+
+/// A price found or made by `tally stripe-setup`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Price {
+    pub id: String,
+    pub lookup_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct List<T> {
+    data: Vec<T>,
+}
+
+impl StripeClient {
+    /// The user's Stripe customer. The key derives from the user id, so concurrent
+    /// first clicks make one customer.
+    pub async fn create_customer(&self, user_id: &str) -> Result<Customer, StripeError> {
+        let form = [("metadata[user_id]".to_owned(), user_id.to_owned())];
+        self.post("/v1/customers", &form, &format!("tally-customer-{user_id}")).await
+    }
+
+    pub async fn retrieve_customer(&self, id: &str) -> Result<serde_json::Value, StripeError> {
+        self.get(&format!("/v1/customers/{id}"), &[]).await
+    }
+
+    pub async fn create_checkout_session(&self, request: &CheckoutRequest<'_>) -> Result<CreatedSession, StripeError> {
+        self.post("/v1/checkout/sessions", &request.form(), &new_key("checkout")).await
+    }
+
+    /// A Checkout Session as the webhook would carry it, read the same tolerant way.
+    pub async fn retrieve_checkout_session(&self, id: &str) -> Result<RetrievedSession, StripeError> {
+        let raw: Box<serde_json::value::RawValue> = self.get(&format!("/v1/checkout/sessions/{id}"), &[]).await?;
+        let (session, created) =
+            crate::parse::checkout_session(raw.get()).map_err(|e| StripeError::Decode(e.to_string()))?;
+        Ok(RetrievedSession { session, created, raw: raw.get().to_owned() })
+    }
+
+    pub async fn create_portal_session(&self, customer: &str, return_url: &str) -> Result<CreatedSession, StripeError> {
+        let form = [("customer".to_owned(), customer.to_owned()), ("return_url".to_owned(), return_url.to_owned())];
+        self.post("/v1/billing_portal/sessions", &form, &new_key("portal")).await
+    }
+
+    /// Active prices with these lookup keys.
+    pub async fn prices_by_lookup_key(&self, keys: &[&str]) -> Result<Vec<Price>, StripeError> {
+        let mut query: Vec<(&str, &str)> = keys.iter().map(|k| ("lookup_keys[]", *k)).collect();
+        query.push(("active", "true"));
+        let list: List<Price> = self.get("/v1/prices", &query).await?;
+        Ok(list.data)
+    }
+
+    /// A product and its price, found again by `lookup_key` on a rerun.
+    pub async fn create_product_with_price(
+        &self,
+        name: &str,
+        lookup_key: &str,
+        unit_amount: i64,
+        monthly: bool,
+    ) -> Result<Price, StripeError> {
+        let product: Customer = self
+            .post("/v1/products", &[("name".to_owned(), name.to_owned())], &format!("tally-product-{lookup_key}"))
+            .await?;
+        let mut form = vec![
+            ("product".to_owned(), product.id),
+            ("currency".to_owned(), "usd".to_owned()),
+            ("unit_amount".to_owned(), unit_amount.to_string()),
+            ("lookup_key".to_owned(), lookup_key.to_owned()),
+        ];
+        if monthly {
+            form.push(("recurring[interval]".to_owned(), "month".to_owned()));
+        }
+        self.post("/v1/prices", &form, &format!("tally-price-{lookup_key}")).await
+    }
+}
+
+/// A fresh idempotency key for one logical call (kept across its retries).
+fn new_key(what: &str) -> String {
+    format!("tally-{what}-{}", hex::encode(rand::random::<[u8; 16]>()))
+}
