@@ -137,6 +137,33 @@ impl StripeClient {
     }
 }
 
+/// The products and prices of CONTRACT §1, by lookup key: (env var, lookup key, name,
+/// cents, monthly).
+pub const CATALOG: [(&str, &str, &str, i64, bool); 3] = [
+    ("STRIPE_PRO_PRICE_ID", "tally_pro", "Pro: 2,500 credits a month", 4_900, true),
+    ("STRIPE_ENTERPRISE_PRICE_ID", "tally_enterprise", "Enterprise: 10,000 credits a month", 19_900, true),
+    ("STRIPE_TOPUP_PRICE_ID", "tally_topup", "1,000 credits", 2_000, false),
+];
+
+impl StripeClient {
+    /// Finds tally's prices by lookup key and creates the missing ones, so a rerun
+    /// duplicates nothing; returns `(env var, price id)` for each.
+    pub async fn ensure_catalog(&self) -> Result<Vec<(&'static str, String)>, StripeError> {
+        let keys: Vec<&str> = CATALOG.iter().map(|(_, key, ..)| *key).collect();
+        let existing = self.prices_by_lookup_key(&keys).await?;
+        let mut lines = Vec::new();
+        for (env, key, name, cents, monthly) in CATALOG {
+            let found = existing.iter().find(|p| p.lookup_key.as_deref() == Some(key));
+            let id = match found {
+                Some(price) => price.id.clone(),
+                None => self.create_product_with_price(name, key, cents, monthly).await?.id,
+            };
+            lines.push((env, id));
+        }
+        Ok(lines)
+    }
+}
+
 /// A fresh idempotency key for one logical call (kept across its retries).
 fn new_key(what: &str) -> String {
     format!("tally-{what}-{}", hex::encode(rand::random::<[u8; 16]>()))

@@ -1,6 +1,7 @@
 //! The `tally` command: run the service, migrate its database, and drive it offline.
 
 mod credits;
+mod stripe_setup;
 mod trigger;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Migrate,
     /// Sign a realistic Stripe event for a user and post it to tally, offline.
     Trigger(trigger::Args),
+    /// Create the products and prices in the Stripe account and print the env lines.
+    StripeSetup,
     /// Show or adjust a user's credits.
     #[command(subcommand)]
     Credits(credits::Command),
@@ -63,5 +66,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Trigger(args) => trigger::run(args, config).await,
         Command::Credits(command) => credits::run(command, config).await,
+        Command::StripeSetup => stripe_setup::run(config).await,
     }
 }

@@ -257,3 +257,23 @@ pub async fn dev_token(app: &TestApp, user: &str) -> String {
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     cookie.split(';').next().unwrap().trim_start_matches("tally_session=").to_owned()
 }
+
+#[tokio::test]
+async fn stripe_setup_creates_the_catalog_once() {
+    let stripe = FakeStripe::start().await;
+    let client = tally_stripe::StripeClient::new(&stripe.url, "sk_test_fake", tally_stripe::ClientOptions::default());
+    let first = client.ensure_catalog().await.unwrap();
+    let names: Vec<_> = first.iter().map(|(env, _)| *env).collect();
+    assert_eq!(names, ["STRIPE_PRO_PRICE_ID", "STRIPE_ENTERPRISE_PRICE_ID", "STRIPE_TOPUP_PRICE_ID"]);
+    let prices = stripe.seen("/v1/prices");
+    let pro = prices.iter().find(|p| p.param("lookup_key") == Some("tally_pro")).unwrap();
+    assert_eq!(
+        (pro.param("unit_amount"), pro.param("currency"), pro.param("recurring[interval]")),
+        (Some("4900"), Some("usd"), Some("month"))
+    );
+    let topup = prices.iter().find(|p| p.param("lookup_key") == Some("tally_topup")).unwrap();
+    assert_eq!((topup.param("unit_amount"), topup.param("recurring[interval]")), (Some("2000"), None));
+    let again = client.ensure_catalog().await.unwrap();
+    assert_eq!(first, again, "a rerun finds the same prices");
+    assert_eq!(stripe.seen("/v1/products").len(), 3, "and creates nothing more");
+}
