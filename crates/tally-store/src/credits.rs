@@ -74,7 +74,7 @@ impl Store {
         catalog: &Catalog,
     ) -> Result<String, StoreError> {
         let mut tx = self.pool.begin().await?;
-        rows::ensure_account(&mut tx, user_id, catalog).await?;
+        rows::open_and_lock(&mut tx, user_id, catalog).await?;
         let kept: Option<String> = sqlx::query_scalar(
             "update accounts set stripe_customer_id = coalesce(stripe_customer_id, $2) where user_id = $1
              returning stripe_customer_id",
@@ -92,8 +92,8 @@ impl Store {
     pub async fn spend(&self, spend: Spend<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
         let reference = format!("spend:{}", spend.idempotency_key);
         let mut tx = self.pool.begin().await?;
-        rows::ensure_account(&mut tx, spend.user_id, catalog).await?;
-        let account = rows::lock_account(&mut tx, spend.user_id, None).await?;
+        let mut account = rows::open_and_lock(&mut tx, spend.user_id, catalog).await?.account;
+        account.reserved = rows::reserved_credits(&mut tx, spend.user_id, None, now()).await?;
         let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
             .bind(&reference)
             .fetch_optional(&mut *tx)
@@ -116,8 +116,7 @@ impl Store {
     pub async fn grant(&self, grant: Grant<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
         let reference = format!("grant:{}", grant.key);
         let mut tx = self.pool.begin().await?;
-        rows::ensure_account(&mut tx, grant.user_id, catalog).await?;
-        let account = rows::lock_account(&mut tx, grant.user_id, None).await?;
+        let account = rows::open_and_lock(&mut tx, grant.user_id, catalog).await?.account;
         let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
             .bind(&reference)
             .fetch_optional(&mut *tx)

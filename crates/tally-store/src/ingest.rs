@@ -134,27 +134,27 @@ async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog
     let Some(user_id) = find_user(conn, &event.kind).await? else {
         return Ok(IngestOutcome { outcome: Outcome::Unmatched, user_id: None, note: Some("no user found".into()) });
     };
-    rows::ensure_account(conn, &user_id, catalog).await?;
-    let account = rows::lock_account(conn, &user_id, None).await?;
-    if let Some(customer) = event.kind.owner().and_then(|o| o.customer.as_deref()) {
-        link_customer(conn, &user_id, customer).await?;
+    let rows::Locked { mut account, customer } = rows::open_and_lock(conn, &user_id, catalog).await?;
+    if let (None, Some(new)) = (customer, event.kind.owner().and_then(|o| o.customer.as_deref())) {
+        link_customer(conn, &user_id, new).await?;
     }
-    let subscription_id = event.kind.subscription_id();
-    let period = match (subscription_id, rules::period_of(&event.kind)) {
-        (Some(sub), Some(start)) => rows::load_period(conn, sub, start).await?,
-        _ => None,
+    if let EventKind::ChargeRefunded(_) = event.kind {
+        // A refund takes only credits that are not held.
+        account.reserved = rows::reserved_credits(conn, &user_id, None, now()).await?;
+    }
+    let context = match event.kind.subscription_id() {
+        Some(id) => Some(rows::load_subscription_context(conn, id, rules::period_of(&event.kind)).await?),
+        None => None,
+    };
+    let (subscription, period, latest_granted) = match context {
+        Some(c) => (c.subscription, c.period, c.latest_granted),
+        None => (None, None, None),
     };
     let snapshot = Snapshot {
         account,
-        subscription: match subscription_id {
-            Some(id) => rows::load_subscription(conn, id).await?,
-            None => None,
-        },
+        subscription,
         period,
-        latest_granted: match subscription_id {
-            Some(id) => rows::latest_granted(conn, id).await?,
-            None => None,
-        },
+        latest_granted,
         topup: match rules::topup_of(&event.kind) {
             Some(key) => rows::load_topup(conn, key).await?,
             None => None,

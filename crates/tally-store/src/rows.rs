@@ -12,8 +12,19 @@ fn plan(s: Option<String>) -> Option<Plan> {
     s.as_deref().and_then(Plan::parse)
 }
 
-/// Creates the user's account with the free allowance if it does not exist yet.
-pub async fn ensure_account(conn: &mut Conn, user_id: &str, catalog: &Catalog) -> Result<(), StoreError> {
+/// The account, locked, with the Stripe customer tally knows for it.
+pub struct Locked {
+    pub account: Account,
+    pub customer: Option<String>,
+}
+
+/// Locks and reads the user's account, opening it first (with the free allowance and
+/// its ledger row) if the user is new. Reserved credits are not counted here; callers
+/// that spend add them with [`reserved_credits`].
+pub async fn open_and_lock(conn: &mut Conn, user_id: &str, catalog: &Catalog) -> Result<Locked, StoreError> {
+    if let Some(locked) = lock(conn, user_id).await? {
+        return Ok(locked);
+    }
     let account = Account::new_user(user_id, catalog);
     let t = now();
     let created = sqlx::query(
@@ -30,33 +41,33 @@ pub async fn ensure_account(conn: &mut Conn, user_id: &str, catalog: &Catalog) -
     if created == 1 {
         insert_entries(conn, user_id, &[account.opening_entry()], t).await?;
     }
-    Ok(())
+    lock(conn, user_id).await?.ok_or_else(|| StoreError::NotFound(format!("account {user_id}")))
 }
 
-/// Reads the account and holds its row until the transaction ends. The lock is taken
-/// with an update, which both backends understand: Postgres locks the row, SQLite the file.
-/// `reserved` counts the live holds, but not `except` (a hold being settled).
-pub async fn lock_account(conn: &mut Conn, user_id: &str, except: Option<&str>) -> Result<Account, StoreError> {
-    let t = now();
-    let (tier, plan_credits, topup_credits, funded_by, funded_at): (String, i64, i64, Option<String>, i64) =
-        sqlx::query_as(
-            "update accounts set updated_at = $2 where user_id = $1
-             returning tier, plan_credits, topup_credits, funded_by, funded_at",
-        )
-        .bind(user_id)
-        .bind(t)
-        .fetch_one(&mut *conn)
-        .await?;
-    let reserved = reserved_credits(conn, user_id, except, t).await?;
-    Ok(Account {
-        user_id: user_id.to_owned(),
-        tier: Plan::parse(&tier).unwrap_or(Plan::Free),
-        plan_credits,
-        topup_credits,
-        funded_by,
-        funded_at,
-        reserved,
-    })
+/// Holds the account row until the transaction ends. The lock is taken with an update,
+/// which both backends understand: Postgres locks the row, SQLite the file.
+async fn lock(conn: &mut Conn, user_id: &str) -> Result<Option<Locked>, StoreError> {
+    type Row = (String, i64, i64, Option<String>, i64, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
+        "update accounts set updated_at = $2 where user_id = $1
+         returning tier, plan_credits, topup_credits, funded_by, funded_at, stripe_customer_id",
+    )
+    .bind(user_id)
+    .bind(now())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(tier, plan_credits, topup_credits, funded_by, funded_at, customer)| Locked {
+        account: Account {
+            user_id: user_id.to_owned(),
+            tier: Plan::parse(&tier).unwrap_or(Plan::Free),
+            plan_credits,
+            topup_credits,
+            funded_by,
+            funded_at,
+            reserved: 0,
+        },
+        customer,
+    }))
 }
 
 /// The credits held by the user's live reservations at time `t`.
@@ -113,39 +124,59 @@ async fn insert_entries(conn: &mut Conn, user_id: &str, entries: &[Entry], t: i6
     Ok(())
 }
 
-pub async fn load_subscription(conn: &mut Conn, id: &str) -> Result<Option<SubscriptionState>, StoreError> {
-    type Row = (String, String, Option<String>, Option<i64>, i64, i64);
-    let row: Option<Row> = sqlx::query_as(
-        "select user_id, status, plan, current_period_end, cancel_at_period_end, state_at
-         from subscriptions where id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|(user_id, status, p, current_period_end, cancel, state_at)| SubscriptionState {
-        id: id.to_owned(),
-        user_id,
-        status,
-        plan: plan(p),
-        current_period_end,
-        cancel_at_period_end: cancel != 0,
-        state_at,
-    }))
+/// What a subscription event touches: the subscription, one of its periods, and the
+/// start of its newest granted period, in one round trip.
+pub struct SubscriptionContext {
+    pub subscription: Option<SubscriptionState>,
+    pub period: Option<Period>,
+    pub latest_granted: Option<i64>,
 }
 
-pub async fn load_period(conn: &mut Conn, subscription_id: &str, start: i64) -> Result<Option<Period>, StoreError> {
-    let row: Option<(Option<String>, Option<String>)> =
-        sqlx::query_as("select seen, granted from periods where subscription_id = $1 and start = $2")
-            .bind(subscription_id)
-            .bind(start)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row.map(|(seen, granted)| Period {
-        subscription_id: subscription_id.to_owned(),
-        start,
-        seen: plan(seen),
-        granted: plan(granted),
-    }))
+pub async fn load_subscription_context(
+    conn: &mut Conn,
+    id: &str,
+    period_start: Option<i64>,
+) -> Result<SubscriptionContext, StoreError> {
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    );
+    let (user_id, status, p, current_period_end, cancel, state_at, start, seen, granted, latest): Row = sqlx::query_as(
+        "select s.user_id, s.status, s.plan, s.current_period_end, s.cancel_at_period_end, s.state_at,
+                p.start, p.seen, p.granted,
+                (select max(start) from periods where subscription_id = $1 and granted is not null)
+         from (select 1 as one) as one
+         left join subscriptions s on s.id = $1
+         left join periods p on p.subscription_id = $1 and p.start = $2",
+    )
+    .bind(id)
+    // No period is named i64::MIN, so an event without one matches none.
+    .bind(period_start.unwrap_or(i64::MIN))
+    .fetch_one(&mut *conn)
+    .await?;
+    let subscription = match (user_id, status) {
+        (Some(user_id), Some(status)) => Some(SubscriptionState {
+            id: id.to_owned(),
+            user_id,
+            status,
+            plan: plan(p),
+            current_period_end,
+            cancel_at_period_end: cancel.unwrap_or(0) != 0,
+            state_at: state_at.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    let period =
+        start.map(|start| Period { subscription_id: id.to_owned(), start, seen: plan(seen), granted: plan(granted) });
+    Ok(SubscriptionContext { subscription, period, latest_granted: latest })
 }
 
 /// The start of the newest period of the subscription that has granted its allowance.
