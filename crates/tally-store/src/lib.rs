@@ -7,6 +7,7 @@
 //! account row locked (by an update) before it is read, so several tally processes can
 //! share one Postgres.
 
+mod audit;
 mod credits;
 mod error;
 mod ingest;

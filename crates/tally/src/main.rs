@@ -1,5 +1,6 @@
 //! The `tally` command: run the service, migrate its database, and drive it offline.
 
+mod admin;
 mod credits;
 mod stripe_setup;
 mod trigger;
@@ -26,6 +27,10 @@ enum Command {
     Migrate,
     /// Sign a realistic Stripe event for a user and post it to tally, offline.
     Trigger(trigger::Args),
+    /// Apply stored events again: one, or all unmatched or failed ones.
+    Replay(admin::ReplayArgs),
+    /// Check the invariants; exit 1 on a violation.
+    Audit,
     /// Create the products and prices in the Stripe account and print the env lines.
     StripeSetup,
     /// Show or adjust a user's credits.
@@ -67,5 +72,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Trigger(args) => trigger::run(args, config).await,
         Command::Credits(command) => credits::run(command, config).await,
         Command::StripeSetup => stripe_setup::run(config).await,
+        Command::Replay(args) => admin::replay(args, config).await,
+        Command::Audit => admin::audit(config).await,
     }
 }

@@ -155,3 +155,33 @@ fn operators_grant_idempotently_and_never_below_zero() {
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("\"topup_credits\": 300") && text.contains("grant:ticket-7"), "{text}");
 }
+
+#[test]
+fn audit_passes_on_healthy_books_and_fails_on_broken_ones() {
+    let server = start_server();
+    trigger(&server, &["checkout.session.completed", "--user", "alice", "--item", "pro"]);
+    trigger(&server, &["checkout.session.completed", "--user", "alice", "--item", "topup"]);
+    let audit = || tally(&server.dir, server.port).arg("audit").output().unwrap();
+    let healthy = audit();
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stdout));
+
+    let replay = tally(&server.dir, server.port).args(["replay", "--unmatched"]).output().unwrap();
+    assert!(replay.status.success());
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("replayed 0 event(s)"));
+    let missing = tally(&server.dir, server.port).args(["replay", "evt_missing"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+
+    // Someone edits a balance by hand: the books no longer balance.
+    let url = format!("sqlite://{}", server.dir.join("tally.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("update accounts set topup_credits = topup_credits + 5 where user_id = 'alice'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let broken = audit();
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stdout).contains("alice: balances differ"));
+}
