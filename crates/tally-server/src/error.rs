@@ -111,6 +111,7 @@ impl From<tally_stripe::StripeError> for ApiError {
     fn from(e: tally_stripe::StripeError) -> ApiError {
         // The client has logged Stripe's type, code and message.
         tracing::warn!(error = %e, "Stripe call failed");
+        crate::metrics::stripe_error();
         ApiError::Stripe
     }
 }

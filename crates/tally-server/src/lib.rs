@@ -6,6 +6,7 @@ pub mod config;
 mod error;
 mod extract;
 mod fulfil;
+mod metrics;
 mod routes;
 pub mod session;
 mod state;
@@ -47,6 +48,7 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("TALLY_BIND: cannot listen on {}: {e}", config.bind))?;
+        metrics::handle();
         let state = AppState::new(config, store, &secrets, &session_secret);
         Ok(Application { listener, state })
     }

@@ -8,7 +8,7 @@ use tally_store::{Billing, LedgerRow, Spend};
 
 use crate::auth::HostApp;
 use crate::extract::{ApiJson, non_empty, within};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, metrics};
 
 /// The most credits one call may move; anything larger is a bug in the caller.
 pub const MAX_AMOUNT: i64 = 1_000_000_000;
@@ -59,11 +59,17 @@ async fn spend_credits(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SpendRequest>,
 ) -> Result<Json<Billing>, ApiError> {
+    let answer = spend(&state, &req).await;
+    metrics::credits("spend", &answer);
+    answer.map(Json)
+}
+
+async fn spend(state: &AppState, req: &SpendRequest) -> Result<Billing, ApiError> {
     let spend = Spend {
         user_id: non_empty("user_id", &req.user_id, 255)?,
         amount: within("amount", req.amount, 1..=MAX_AMOUNT)?,
         idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
         reason: req.reason.as_deref().unwrap_or("spend"),
     };
-    Ok(Json(state.store.spend(spend, &state.catalog).await?))
+    Ok(state.store.spend(spend, &state.catalog).await?)
 }

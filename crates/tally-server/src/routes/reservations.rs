@@ -9,7 +9,7 @@ use tally_store::{ReservationState, Reserve};
 use super::credits::MAX_AMOUNT;
 use crate::auth::HostApp;
 use crate::extract::{ApiJson, non_empty, within};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, metrics};
 
 /// How long a hold lasts when the caller does not say, and at most.
 const DEFAULT_TTL: i64 = 300;
@@ -36,13 +36,18 @@ async fn reserve_credits(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<Json<ReservationState>, ApiError> {
-    let reserve = Reserve {
-        user_id: non_empty("user_id", &req.user_id, 255)?,
-        amount: within("amount", req.amount, 1..=MAX_AMOUNT)?,
-        idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
-        ttl_seconds: within("ttl_seconds", req.ttl_seconds.unwrap_or(DEFAULT_TTL), 1..=MAX_TTL)?,
-    };
-    Ok(Json(state.store.reserve(reserve, &state.catalog).await?))
+    let answer = async {
+        let reserve = Reserve {
+            user_id: non_empty("user_id", &req.user_id, 255)?,
+            amount: within("amount", req.amount, 1..=MAX_AMOUNT)?,
+            idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
+            ttl_seconds: within("ttl_seconds", req.ttl_seconds.unwrap_or(DEFAULT_TTL), 1..=MAX_TTL)?,
+        };
+        Ok(state.store.reserve(reserve, &state.catalog).await?)
+    }
+    .await;
+    metrics::credits("reserve", &answer);
+    answer.map(Json)
 }
 
 #[derive(Deserialize)]
@@ -58,8 +63,13 @@ async fn commit_reservation(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<Json<ReservationState>, ApiError> {
-    let amount = within("amount", req.amount, 0..=MAX_AMOUNT)?;
-    Ok(Json(state.store.commit_reservation(&id, amount, &state.catalog).await?))
+    let answer = async {
+        let amount = within("amount", req.amount, 0..=MAX_AMOUNT)?;
+        Ok(state.store.commit_reservation(&id, amount, &state.catalog).await?)
+    }
+    .await;
+    metrics::credits("commit", &answer);
+    answer.map(Json)
 }
 
 async fn release_reservation(
@@ -67,5 +77,7 @@ async fn release_reservation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ReservationState>, ApiError> {
-    Ok(Json(state.store.release_reservation(&id, &state.catalog).await?))
+    let answer = state.store.release_reservation(&id, &state.catalog).await.map_err(ApiError::from);
+    metrics::credits("release", &answer);
+    answer.map(Json)
 }

@@ -3,7 +3,7 @@
 //! 400 for what is not a signed event, 413 over 1 MiB, 503 when the database cannot
 //! commit, so that Stripe retries. Never 500 because of a payload.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tally_store::NewEvent;
+use tally_store::{IngestOutcome, NewEvent};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, metrics};
 
 /// Stripe's own events stay far below this.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -28,6 +28,30 @@ async fn receive_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let answer = ingest(&state, &headers, body).await;
+    let outcome = match &answer {
+        Ok((_, result)) => result.outcome.as_str(),
+        Err(ApiError::Unavailable) => "unavailable",
+        Err(_) => "refused",
+    };
+    metrics::webhook(outcome, started.elapsed());
+    let (id, result) = answer?;
+    Ok(Json(json!({
+        "received": true,
+        "id": id,
+        "outcome": result.outcome,
+        "user_id": result.user_id,
+        "note": result.note,
+    })))
+}
+
+/// The event's id and what became of it.
+async fn ingest(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, IngestOutcome), ApiError> {
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         _ => ApiError::bad_request("unreadable_body", rejection.body_text()),
@@ -58,13 +82,7 @@ async fn receive_webhook(
         ApiError::Unavailable
     })?;
     tracing::info!(event = %parsed.id, kind = %parsed.event_type, outcome = result.outcome.as_str(), "webhook");
-    Ok(Json(json!({
-        "received": true,
-        "id": parsed.id,
-        "outcome": result.outcome,
-        "user_id": result.user_id,
-        "note": result.note,
-    })))
+    Ok((parsed.id, result))
 }
 
 fn unix_now() -> i64 {

@@ -16,6 +16,7 @@ on_both_backends!(
     spend_requests_are_validated,
     ledger_lists_newest_rows_first,
     healthz_checks_the_database,
+    metrics_count_webhooks_and_credit_operations,
 );
 
 async fn spending_takes_plan_bucket_first_then_topup(db: Db) {
@@ -127,4 +128,17 @@ async fn healthz_checks_the_database(db: Db) {
     app.store.close().await;
     let response = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+async fn metrics_count_webhooks_and_credit_operations(db: Db) {
+    let app = spawn_app(db).await;
+    let c = Customer::new("mo", Shape::V2026);
+    app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
+    app.spend("mo", 5_000, "too-much").await;
+    let response = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("tally_webhooks_total{outcome=\"applied\"}"), "{text}");
+    assert!(text.contains("tally_webhook_seconds_bucket"), "{text}");
+    assert!(text.contains("tally_credit_operations_total{operation=\"spend\",result=\"insufficient\"}"), "{text}");
 }
