@@ -10,6 +10,7 @@ mod metrics;
 mod routes;
 pub mod session;
 mod state;
+pub mod sync;
 
 use std::net::SocketAddr;
 

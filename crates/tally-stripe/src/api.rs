@@ -137,6 +137,40 @@ impl StripeClient {
     }
 }
 
+/// The event types tally acts on: what `tally sync` asks Stripe for.
+pub const HANDLED_EVENTS: [&str; 9] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "charge.refunded",
+];
+
+/// One page of `GET /v1/events`, newest first, each event kept raw.
+#[derive(Debug, Deserialize)]
+pub struct EventPage {
+    pub data: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+impl StripeClient {
+    /// Events of the handled types created at or after `since`, a page at a time.
+    pub async fn list_events(&self, since: i64, starting_after: Option<&str>) -> Result<EventPage, StripeError> {
+        let since = since.to_string();
+        let mut query: Vec<(&str, &str)> = HANDLED_EVENTS.iter().map(|t| ("types[]", *t)).collect();
+        query.extend([("created[gte]", since.as_str()), ("limit", "100")]);
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after));
+        }
+        self.get("/v1/events", &query).await
+    }
+}
+
 /// The products and prices of CONTRACT §1, by lookup key: (env var, lookup key, name,
 /// cents, monthly).
 pub const CATALOG: [(&str, &str, &str, i64, bool); 3] = [

@@ -3,6 +3,7 @@
 mod admin;
 mod credits;
 mod stripe_setup;
+mod sync;
 mod trigger;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Replay(admin::ReplayArgs),
     /// Check the invariants; exit 1 on a violation.
     Audit,
+    /// Pull recent events from the Stripe API and apply what webhooks missed.
+    Sync(sync::Args),
     /// Create the products and prices in the Stripe account and print the env lines.
     StripeSetup,
     /// Show or adjust a user's credits.
@@ -74,5 +77,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::StripeSetup => stripe_setup::run(config).await,
         Command::Replay(args) => admin::replay(args, config).await,
         Command::Audit => admin::audit(config).await,
+        Command::Sync(args) => sync::run(args, config).await,
     }
 }

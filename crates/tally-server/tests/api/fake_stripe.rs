@@ -36,6 +36,8 @@ struct Inner {
     stall: Option<Duration>,
     by_key: HashMap<String, Value>,
     sessions: HashMap<String, Value>,
+    /// What GET /v1/events lists, newest first, two to a page.
+    events: Vec<Value>,
     next: u64,
 }
 
@@ -92,6 +94,7 @@ impl FakeStripe {
             .route("/v1/billing_portal/sessions", post(create))
             .route("/v1/products", post(create))
             .route("/v1/prices", post(create).get(list_prices))
+            .route("/v1/events", get(list_events))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -109,6 +112,12 @@ impl FakeStripe {
 
     pub fn stall(&self, delay: Option<Duration>) {
         self.inner.lock().unwrap().stall = delay;
+    }
+
+    /// The events Stripe keeps, in the order they happened.
+    pub fn set_events(&self, mut events: Vec<Value>) {
+        events.reverse();
+        self.inner.lock().unwrap().events = events;
     }
 
     /// Marks a Checkout Session as paid, as if the customer finished the payment page.
@@ -229,4 +238,24 @@ fn documented_patterns_match_stripe_style_names() {
     assert!(!matches("line_items[*][price]", "line_items[0][amount]"));
     assert!(matches("subscription_data[metadata][*]", "subscription_data[metadata][user_id]"));
     assert!(!matches("mode", "modes"));
+}
+
+async fn list_events(State(fake): State<FakeStripe>, Query(query): Query<Vec<(String, String)>>) -> Response {
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let types: Vec<&String> = query.iter().filter(|(k, _)| k == "types[]").map(|(_, v)| v).collect();
+    let since: i64 = param("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let inner = fake.inner.lock().unwrap();
+    let matching: Vec<&Value> = inner
+        .events
+        .iter()
+        .filter(|e| e["created"].as_i64().unwrap_or(0) >= since)
+        .filter(|e| types.is_empty() || types.iter().any(|t| e["type"] == t.as_str()))
+        .collect();
+    let start = match param("starting_after") {
+        Some(after) => matching.iter().position(|e| e["id"] == after.as_str()).map_or(matching.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<Value> = matching.iter().skip(start).take(2).map(|e| (*e).clone()).collect();
+    let has_more = start + page.len() < matching.len();
+    axum::Json(json!({ "object": "list", "data": page, "has_more": has_more })).into_response()
 }

@@ -230,6 +230,15 @@ impl TestApp {
         self.post("/api/credits/spend", &body).await
     }
 
+    /// The catalog the suite configures.
+    pub fn catalog(&self) -> tally_core::Catalog {
+        let mut catalog = tally_core::Catalog::default();
+        catalog.pro.price_id = Some(PRO.into());
+        catalog.enterprise.price_id = Some(ENTERPRISE.into());
+        catalog.topup.price_id = Some(TOPUP.into());
+        catalog
+    }
+
     /// A user's token, as the host app would issue it.
     pub fn token(&self, user: &str) -> String {
         Sessions::new(JWT_SECRET).issue(user, now() + 3600)

@@ -14,4 +14,5 @@ mod credits;
 mod reservations;
 mod review_cases;
 mod subscriptions;
+mod sync;
 mod topups;
