@@ -27,6 +27,25 @@ pub const DEV_WEBHOOK_SECRET_KEY: &str = "dev_webhook_secret";
 /// Where the secret of dev-mode sessions is kept (without AUTH_JWT_SECRET).
 const DEV_SESSION_SECRET_KEY: &str = "dev_session_secret";
 
+/// Records and applies an event read from `payload`: the one path of webhooks, `tally
+/// sync` and `tally replay`.
+pub async fn ingest_parsed(
+    store: &Store,
+    catalog: &tally_core::Catalog,
+    parsed: &tally_stripe::ParsedEvent,
+    payload: &str,
+) -> Result<tally_store::IngestOutcome, tally_store::StoreError> {
+    let event = tally_store::NewEvent {
+        id: &parsed.id,
+        event_type: &parsed.event_type,
+        created: parsed.created,
+        livemode: parsed.livemode,
+        payload,
+        event: parsed.event.as_ref().map_err(String::as_str),
+    };
+    store.ingest(event, catalog).await
+}
+
 /// A tally server bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,

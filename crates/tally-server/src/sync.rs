@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use tally_core::Catalog;
-use tally_store::{NewEvent, Store};
+use tally_store::Store;
 use tally_stripe::StripeClient;
 
 use crate::ApiError;
@@ -37,15 +37,7 @@ pub async fn sync(stripe: &StripeClient, store: &Store, catalog: &Catalog, since
             *report.entry("unreadable").or_default() += 1;
             continue;
         };
-        let event = NewEvent {
-            id: &parsed.id,
-            event_type: &parsed.event_type,
-            created: parsed.created,
-            livemode: parsed.livemode,
-            payload,
-            event: parsed.event.as_ref().map_err(String::as_str),
-        };
-        let result = store.ingest(event, catalog).await?;
+        let result = crate::ingest_parsed(store, catalog, &parsed, payload).await?;
         *report.entry(result.outcome.as_str()).or_default() += 1;
     }
     Ok(report)

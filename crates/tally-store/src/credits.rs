@@ -1,6 +1,6 @@
 //! Reading balances and spending credits.
 
-use tally_core::{Account, Catalog, Ledger, Plan};
+use tally_core::{Account, Catalog, CoreError, Ledger, Plan};
 
 use crate::model::{Billing, Grant, LedgerRow, Spend, SubscriptionView};
 use crate::rows;
@@ -10,22 +10,18 @@ impl Store {
     /// The user's billing state; a user tally has never seen is a new free user.
     pub async fn billing(&self, user_id: &str, catalog: &Catalog) -> Result<Billing, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let row: Option<(String, i64, i64, Option<String>, i64)> = sqlx::query_as(
+        let row: Option<rows::AccountRow> = sqlx::query_as(
             "select tier, plan_credits, topup_credits, funded_by, funded_at from accounts where user_id = $1",
         )
         .bind(user_id)
         .fetch_optional(&mut *conn)
         .await?;
         let account = match row {
-            Some((tier, plan_credits, topup_credits, funded_by, funded_at)) => Account {
-                user_id: user_id.to_owned(),
-                tier: Plan::parse(&tier).unwrap_or(Plan::Free),
-                plan_credits,
-                topup_credits,
-                funded_by,
-                funded_at,
-                reserved: rows::reserved_credits(&mut conn, user_id, None, now()).await?,
-            },
+            Some(row) => {
+                let mut account = rows::account(user_id, row);
+                account.reserved = rows::reserved_credits(&mut conn, user_id, None, now()).await?;
+                account
+            }
             None => Account::new_user(user_id, catalog),
         };
         // The subscription that funds the plan, else the newest one.
@@ -91,47 +87,47 @@ impl Store {
     /// with the current state and changes nothing.
     pub async fn spend(&self, spend: Spend<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
         let reference = format!("spend:{}", spend.idempotency_key);
-        let mut tx = self.pool.begin().await?;
-        let mut account = rows::open_and_lock(&mut tx, spend.user_id, catalog).await?.account;
-        account.reserved = rows::reserved_credits(&mut tx, spend.user_id, None, now()).await?;
-        let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
-            .bind(&reference)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match earlier {
-            Some(owner) if owner == spend.user_id => {}
-            Some(_) => return Err(StoreError::Conflict("idempotency_key was used for another user".into())),
-            None => {
-                let mut ledger = Ledger::new(account);
-                ledger.spend(spend.amount, spend.reason, &reference)?;
-                rows::write_ledger(&mut tx, &ledger).await?;
-            }
-        }
-        tx.commit().await?;
-        self.billing(spend.user_id, catalog).await
+        self.once(spend.user_id, &reference, catalog, |ledger| ledger.spend(spend.amount, spend.reason, &reference))
+            .await
     }
 
     /// Adjusts a bucket by hand (may be negative, never below zero); the same key
     /// adjusts once.
     pub async fn grant(&self, grant: Grant<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
         let reference = format!("grant:{}", grant.key);
+        self.once(grant.user_id, &reference, catalog, |ledger| {
+            ledger.adjust(grant.bucket, grant.amount, grant.reason, reference.clone())
+        })
+        .await
+    }
+
+    /// Makes `change` to the user's account once per ledger `reference`: a repeat by the
+    /// same user changes nothing; another user's reference is a conflict.
+    async fn once(
+        &self,
+        user_id: &str,
+        reference: &str,
+        catalog: &Catalog,
+        change: impl FnOnce(&mut Ledger) -> Result<(), CoreError>,
+    ) -> Result<Billing, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let account = rows::open_and_lock(&mut tx, grant.user_id, catalog).await?.account;
+        let mut account = rows::open_and_lock(&mut tx, user_id, catalog).await?.account;
         let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
-            .bind(&reference)
+            .bind(reference)
             .fetch_optional(&mut *tx)
             .await?;
         match earlier {
-            Some(owner) if owner == grant.user_id => {}
-            Some(_) => return Err(StoreError::Conflict("key was used for another user".into())),
+            Some(owner) if owner == user_id => {}
+            Some(_) => return Err(StoreError::Conflict("the key was used for another user".into())),
             None => {
+                account.reserved = rows::reserved_credits(&mut tx, user_id, None, now()).await?;
                 let mut ledger = Ledger::new(account);
-                ledger.adjust(grant.bucket, grant.amount, grant.reason, reference)?;
+                change(&mut ledger)?;
                 rows::write_ledger(&mut tx, &ledger).await?;
             }
         }
         tx.commit().await?;
-        self.billing(grant.user_id, catalog).await
+        self.billing(user_id, catalog).await
     }
 
     /// The user's ledger rows, newest first, up to `limit`, older than row `before`.

@@ -44,6 +44,22 @@ pub async fn open_and_lock(conn: &mut Conn, user_id: &str, catalog: &Catalog) ->
     lock(conn, user_id).await?.ok_or_else(|| StoreError::NotFound(format!("account {user_id}")))
 }
 
+/// `tier, plan_credits, topup_credits, funded_by, funded_at` of an accounts row.
+pub type AccountRow = (String, i64, i64, Option<String>, i64);
+
+/// The account a row describes; reserved credits are counted separately.
+pub fn account(user_id: &str, (tier, plan_credits, topup_credits, funded_by, funded_at): AccountRow) -> Account {
+    Account {
+        user_id: user_id.to_owned(),
+        tier: Plan::parse(&tier).unwrap_or(Plan::Free),
+        plan_credits,
+        topup_credits,
+        funded_by,
+        funded_at,
+        reserved: 0,
+    }
+}
+
 /// Holds the account row until the transaction ends. The lock is taken with an update,
 /// which both backends understand: Postgres locks the row, SQLite the file.
 async fn lock(conn: &mut Conn, user_id: &str) -> Result<Option<Locked>, StoreError> {
@@ -57,15 +73,7 @@ async fn lock(conn: &mut Conn, user_id: &str) -> Result<Option<Locked>, StoreErr
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(|(tier, plan_credits, topup_credits, funded_by, funded_at, customer)| Locked {
-        account: Account {
-            user_id: user_id.to_owned(),
-            tier: Plan::parse(&tier).unwrap_or(Plan::Free),
-            plan_credits,
-            topup_credits,
-            funded_by,
-            funded_at,
-            reserved: 0,
-        },
+        account: account(user_id, (tier, plan_credits, topup_credits, funded_by, funded_at)),
         customer,
     }))
 }

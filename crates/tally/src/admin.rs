@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use tally_server::Config;
-use tally_store::{NewEvent, Store, StoredEvent};
+use tally_store::{Store, StoredEvent};
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
@@ -38,15 +38,7 @@ pub async fn replay(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let event = NewEvent {
-            id: &stored.id,
-            event_type: &stored.event_type,
-            created: stored.created,
-            livemode: parsed.livemode,
-            payload: &stored.payload,
-            event: parsed.event.as_ref().map_err(String::as_str),
-        };
-        let result = store.ingest(event, &config.catalog).await?;
+        let result = tally_server::ingest_parsed(&store, &config.catalog, &parsed, &stored.payload).await?;
         println!("{} {} -> {}", stored.id, stored.event_type, result.outcome.as_str());
     }
     println!("replayed {} event(s)", events.len());

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tally_store::{IngestOutcome, NewEvent};
+use tally_store::IngestOutcome;
 
 use crate::{ApiError, AppState, metrics};
 
@@ -68,15 +68,7 @@ async fn ingest(
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
-    let event = NewEvent {
-        id: &parsed.id,
-        event_type: &parsed.event_type,
-        created: parsed.created,
-        livemode: parsed.livemode,
-        payload,
-        event: parsed.event.as_ref().map_err(String::as_str),
-    };
-    let result = state.store.ingest(event, &state.catalog).await.map_err(|e| {
+    let result = crate::ingest_parsed(&state.store, &state.catalog, &parsed, payload).await.map_err(|e| {
         // Whatever the database said, the event is not stored: Stripe must retry.
         tracing::warn!(event = %parsed.id, error = %e, "webhook not stored");
         ApiError::Unavailable
