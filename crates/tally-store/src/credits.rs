@@ -24,33 +24,8 @@ impl Store {
             }
             None => Account::new_user(user_id, catalog),
         };
-        // The subscription that funds the plan, else the newest one.
-        type Row = (String, String, Option<String>, Option<i64>, i64);
-        let subscription: Option<Row> = sqlx::query_as(
-            "select id, status, plan, current_period_end, cancel_at_period_end from subscriptions
-             where user_id = $1 order by (id = $2) desc, updated_at desc, id desc limit 1",
-        )
-        .bind(user_id)
-        .bind(account.funded_by.as_deref().unwrap_or(""))
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(Billing {
-            user_id: account.user_id.clone(),
-            tier: account.tier,
-            credits: account.credits(),
-            plan_credits: account.plan_credits,
-            topup_credits: account.topup_credits,
-            reserved_credits: account.reserved,
-            subscription: subscription.map(|(id, status, plan, current_period_end, cancel)| SubscriptionView {
-                id,
-                status,
-                plan: plan.as_deref().and_then(Plan::parse),
-                current_period_end,
-                cancel_at_period_end: cancel != 0,
-            }),
-        })
+        billing_of(&mut conn, account).await
     }
-
     /// The user's Stripe customer, if tally knows one.
     pub async fn stripe_customer(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         let customer: Option<Option<String>> =
@@ -116,18 +91,21 @@ impl Store {
             .bind(reference)
             .fetch_optional(&mut *tx)
             .await?;
-        match earlier {
-            Some(owner) if owner == user_id => {}
+        account.reserved = rows::reserved_credits(&mut tx, user_id, None, now()).await?;
+        let account = match earlier {
+            Some(owner) if owner == user_id => account,
             Some(_) => return Err(StoreError::Conflict("the key was used for another user".into())),
             None => {
-                account.reserved = rows::reserved_credits(&mut tx, user_id, None, now()).await?;
                 let mut ledger = Ledger::new(account);
                 change(&mut ledger)?;
                 rows::write_ledger(&mut tx, &ledger).await?;
+                ledger.account
             }
-        }
+        };
+        // Answered from the same transaction: no second connection for the reply.
+        let billing = billing_of(&mut tx, account).await?;
         tx.commit().await?;
-        self.billing(user_id, catalog).await
+        Ok(billing)
     }
 
     /// The user's ledger rows, newest first, up to `limit`, older than row `before`.
@@ -171,4 +149,33 @@ impl Store {
         .await?;
         Ok(users)
     }
+}
+
+/// The billing state of `account`, with the subscription that funds its plan (else the
+/// user's newest one).
+pub(crate) async fn billing_of(conn: &mut sqlx::AnyConnection, account: Account) -> Result<Billing, StoreError> {
+    type Row = (String, String, Option<String>, Option<i64>, i64);
+    let subscription: Option<Row> = sqlx::query_as(
+        "select id, status, plan, current_period_end, cancel_at_period_end from subscriptions
+             where user_id = $1 order by (id = $2) desc, updated_at desc, id desc limit 1",
+    )
+    .bind(&account.user_id)
+    .bind(account.funded_by.as_deref().unwrap_or(""))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(Billing {
+        user_id: account.user_id.clone(),
+        tier: account.tier,
+        credits: account.credits(),
+        plan_credits: account.plan_credits,
+        topup_credits: account.topup_credits,
+        reserved_credits: account.reserved,
+        subscription: subscription.map(|(id, status, plan, current_period_end, cancel)| SubscriptionView {
+            id,
+            status,
+            plan: plan.as_deref().and_then(Plan::parse),
+            current_period_end,
+            cancel_at_period_end: cancel != 0,
+        }),
+    })
 }

@@ -5,6 +5,7 @@
 use sqlx::AnyConnection;
 use tally_core::{Catalog, Ledger};
 
+use crate::credits::billing_of;
 use crate::model::{Reservation, ReservationState, Reserve};
 use crate::rows;
 use crate::{Store, StoreError, now};
@@ -35,11 +36,11 @@ impl Store {
         .bind(req.idempotency_key)
         .fetch_optional(&mut *tx)
         .await?;
-        let found = match existing {
+        let (found, account) = match existing {
             Some(row) if row.1 != req.user_id => {
                 return Err(StoreError::Conflict("idempotency_key was used for another user".into()));
             }
-            Some(row) => reservation(row, t),
+            Some(row) => (reservation(row, t), account),
             None => {
                 let id = format!("res_{}", hex::encode(rand::random::<[u8; 12]>()));
                 let mut ledger = Ledger::new(account);
@@ -58,18 +59,20 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 rows::write_ledger(&mut tx, &ledger).await?;
-                Reservation {
+                let held = Reservation {
                     reservation_id: id,
                     user_id: req.user_id.to_owned(),
                     amount: req.amount,
                     committed: None,
                     status: "held".into(),
                     expires_at,
-                }
+                };
+                (held, ledger.account)
             }
         };
+        let billing = billing_of(&mut tx, account).await?;
         tx.commit().await?;
-        self.with_billing(found, catalog).await
+        Ok(ReservationState { reservation: found, billing })
     }
 
     /// Takes `amount` (at most what is held) and frees the rest.
@@ -125,20 +128,15 @@ impl Store {
         };
         mark(&mut tx, id, status, committed, t).await?;
         rows::write_ledger(&mut tx, &ledger).await?;
+        let billing = billing_of(&mut tx, ledger.account).await?;
         tx.commit().await?;
-        let done = Reservation { status: status.to_owned(), committed, ..current };
-        self.with_billing(done, catalog).await
+        Ok(ReservationState { reservation: Reservation { status: status.to_owned(), committed, ..current }, billing })
     }
 
     /// One reservation, as it stands now.
     pub async fn reservation(&self, id: &str) -> Result<Reservation, StoreError> {
         let mut conn = self.pool.acquire().await?;
         Ok(reservation(fetch(&mut conn, id).await?, now()))
-    }
-
-    async fn with_billing(&self, reservation: Reservation, catalog: &Catalog) -> Result<ReservationState, StoreError> {
-        let billing = self.billing(&reservation.user_id, catalog).await?;
-        Ok(ReservationState { reservation, billing })
     }
 }
 

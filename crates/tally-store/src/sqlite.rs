@@ -25,6 +25,7 @@ pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
         // SQLite has one writer; a single connection queues writes in order instead of
         // polling a busy lock, and every transaction here writes.
         .max_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(|conn, _| {
             Box::pin(async move {

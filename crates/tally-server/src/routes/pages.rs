@@ -14,8 +14,9 @@ use crate::auth::{SignedInUser, unix_now};
 use crate::session::COOKIE;
 use crate::{ApiError, AppState, fulfil};
 
-/// How long a dev-mode session lasts.
-const DEV_SESSION_SECS: i64 = 7 * 24 * 3600;
+/// How long the session cookie (and a dev-mode token) lasts; a host app's token still
+/// ends at its own `exp`.
+const SESSION_SECS: i64 = 7 * 24 * 3600;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/dashboard/billing", get(show_billing_page)).route("/dev/login", get(dev_login))
@@ -64,9 +65,8 @@ async fn show_billing_page(
             return Ok(sign_in(&state, StatusCode::UNAUTHORIZED, "That sign-in link is invalid or has expired."));
         };
         // Keep the token in a cookie and drop it from the address bar.
-        let exp = unix_now() + DEV_SESSION_SECS;
         let mut response = Redirect::to(&page_url(&query)).into_response();
-        response.headers_mut().insert(SET_COOKIE, session_cookie(&state, token, exp - unix_now()));
+        response.headers_mut().insert(SET_COOKIE, session_cookie(&state, token, SESSION_SECS));
         tracing::info!(%user, "signed in by token");
         return Ok(response);
     }
@@ -132,9 +132,9 @@ async fn dev_login(State(state): State<AppState>, Query(query): Query<DevLoginQu
     if user.is_empty() || user.len() > 255 {
         return Err(ApiError::bad_request("invalid_request", "user: 1 to 255 characters"));
     }
-    let token = state.sessions.issue(user, unix_now() + DEV_SESSION_SECS);
+    let token = state.sessions.issue(user, unix_now() + SESSION_SECS);
     let mut response = Redirect::to("/dashboard/billing").into_response();
-    response.headers_mut().insert(SET_COOKIE, session_cookie(&state, &token, DEV_SESSION_SECS));
+    response.headers_mut().insert(SET_COOKIE, session_cookie(&state, &token, SESSION_SECS));
     Ok(response)
 }
 
