@@ -39,8 +39,11 @@ pub async fn open_and_lock(conn: &mut Conn, user_id: &str, catalog: &Catalog) ->
     .await?
     .rows_affected();
     if created == 1 {
+        // The row is ours until commit: no one else can see it, let alone change it.
         insert_entries(conn, user_id, &[account.opening_entry()], t).await?;
+        return Ok(Locked { account, customer: None });
     }
+    // Another transaction opened it first; wait for it like any other lock.
     lock(conn, user_id).await?.ok_or_else(|| StoreError::NotFound(format!("account {user_id}")))
 }
 
