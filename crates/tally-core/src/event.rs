@@ -23,6 +23,8 @@ pub enum EventKind {
     SubscriptionChanged(Subscription),
     SubscriptionDeleted(Subscription),
     ChargeRefunded(Charge),
+    /// customer.created or .updated: tells which user a Stripe customer is.
+    CustomerChanged(Owner),
     /// A type tally does not act on: stored as ignored.
     Unhandled,
 }
@@ -116,6 +118,7 @@ impl EventKind {
             EventKind::InvoicePaid(i) | EventKind::InvoicePaymentFailed(i) => Some(&i.owner),
             EventKind::SubscriptionChanged(s) | EventKind::SubscriptionDeleted(s) => Some(&s.owner),
             EventKind::ChargeRefunded(c) => Some(&c.owner),
+            EventKind::CustomerChanged(owner) => Some(owner),
             EventKind::Unhandled => None,
         }
     }
@@ -126,7 +129,7 @@ impl EventKind {
             EventKind::Checkout(s) => s.subscription.as_deref(),
             EventKind::InvoicePaid(i) | EventKind::InvoicePaymentFailed(i) => i.subscription.as_deref(),
             EventKind::SubscriptionChanged(s) | EventKind::SubscriptionDeleted(s) => Some(&s.id),
-            EventKind::ChargeRefunded(_) | EventKind::Unhandled => None,
+            EventKind::ChargeRefunded(_) | EventKind::CustomerChanged(_) | EventKind::Unhandled => None,
         }
     }
 

@@ -163,6 +163,8 @@ pub fn apply(event: &BillingEvent, snapshot: Snapshot, catalog: &Catalog) -> Cha
         EventKind::SubscriptionChanged(sub) => step.subscription_changed(sub),
         EventKind::SubscriptionDeleted(sub) => step.subscription_deleted(sub),
         EventKind::ChargeRefunded(charge) => step.refund(charge, snapshot.topup),
+        // The store links the customer to the user; no credits move.
+        EventKind::CustomerChanged(_) => step.ignore("customer already linked"),
         EventKind::Unhandled => step.ignore("event type not handled"),
     }
     step.changes

@@ -135,8 +135,9 @@ async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog
         return Ok(IngestOutcome { outcome: Outcome::Unmatched, user_id: None, note: Some("no user found".into()) });
     };
     let rows::Locked { mut account, customer } = rows::open_and_lock(conn, &user_id, catalog).await?;
+    let mut linked = false;
     if let (None, Some(new)) = (customer, event.kind.owner().and_then(|o| o.customer.as_deref())) {
-        link_customer(conn, &user_id, new).await?;
+        linked = link_customer(conn, &user_id, new).await?;
     }
     if let EventKind::ChargeRefunded(_) = event.kind {
         // A refund takes only credits that are not held.
@@ -164,7 +165,7 @@ async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog
     rows::write_changes(conn, &changes).await?;
     let outcome = if changes.unmatched {
         Outcome::Unmatched
-    } else if changes.changed_anything() {
+    } else if changes.changed_anything() || (linked && matches!(event.kind, EventKind::CustomerChanged(_))) {
         Outcome::Applied
     } else {
         Outcome::Ignored
@@ -194,15 +195,17 @@ async fn find_user(conn: &mut AnyConnection, kind: &EventKind) -> Result<Option<
     Ok(None)
 }
 
-/// Remembers the user's Stripe customer, unless another user already has it.
-async fn link_customer(conn: &mut AnyConnection, user_id: &str, customer: &str) -> Result<(), StoreError> {
-    sqlx::query(
+/// Remembers the user's Stripe customer, unless another user already has it; says
+/// whether it did.
+async fn link_customer(conn: &mut AnyConnection, user_id: &str, customer: &str) -> Result<bool, StoreError> {
+    let linked = sqlx::query(
         "update accounts set stripe_customer_id = $2 where user_id = $1 and stripe_customer_id is null
          and not exists (select 1 from accounts where stripe_customer_id = $2)",
     )
     .bind(user_id)
     .bind(customer)
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(linked == 1)
 }

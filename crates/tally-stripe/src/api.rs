@@ -138,7 +138,7 @@ impl StripeClient {
 }
 
 /// The event types tally acts on: what `tally sync` asks Stripe for.
-pub const HANDLED_EVENTS: [&str; 9] = [
+pub const HANDLED_EVENTS: [&str; 11] = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "invoice.paid",
@@ -148,6 +148,8 @@ pub const HANDLED_EVENTS: [&str; 9] = [
     "customer.subscription.updated",
     "customer.subscription.deleted",
     "charge.refunded",
+    "customer.created",
+    "customer.updated",
 ];
 
 /// One page of `GET /v1/events`, newest first, each event kept raw.

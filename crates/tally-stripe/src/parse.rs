@@ -85,6 +85,13 @@ fn read_kind(event_type: &str, raw: &str) -> Result<EventKind, serde_json::Error
         }
         "customer.subscription.deleted" => EventKind::SubscriptionDeleted(read::<SubscriptionObject>(raw)?.into()),
         "charge.refunded" => EventKind::ChargeRefunded(read::<ChargeObject>(raw)?.into()),
+        "customer.created" | "customer.updated" => {
+            let customer: CustomerObject = read(raw)?;
+            EventKind::CustomerChanged(Owner {
+                user_id: user_of(customer.metadata.as_ref()),
+                customer: Some(customer.id),
+            })
+        }
         _ => EventKind::Unhandled,
     })
 }
@@ -340,6 +347,12 @@ impl From<SubscriptionObject> for Subscription {
             owner: Owner { user_id: user_of(sub.metadata.as_ref()), customer: id_of(sub.customer) },
         }
     }
+}
+
+#[derive(Deserialize)]
+struct CustomerObject {
+    id: String,
+    metadata: Option<Metadata>,
 }
 
 #[derive(Deserialize)]

@@ -209,3 +209,16 @@ fn prorations_and_one_off_items_are_not_plan_lines() {
         assert_eq!(inv.plan_lines, vec![line], "{shape:?}");
     }
 }
+
+#[test]
+fn customer_events_name_the_user_of_a_customer() {
+    for dir in ["2023-08-16", "2026-current"] {
+        let path = format!("{}/fixtures/{dir}/customer.json", env!("CARGO_MANIFEST_DIR"));
+        let mut customer: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        customer["id"] = json!("cus_9");
+        customer["metadata"] = json!({"user_id": "ivy"});
+        let e = json!({"id":"evt","object":"event","type":"customer.created","created":1,"data":{"object":customer}});
+        let EventKind::CustomerChanged(owner) = kind_of(e) else { panic!("{dir}") };
+        assert_eq!((owner.user_id.as_deref(), owner.customer.as_deref()), (Some("ivy"), Some("cus_9")));
+    }
+}

@@ -11,6 +11,7 @@ mod bad_input;
 mod checkout;
 mod concurrency;
 mod credits;
+mod localstripe;
 mod reservations;
 mod review_cases;
 mod subscriptions;
