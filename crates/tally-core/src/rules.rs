@@ -31,6 +31,19 @@ pub struct SubscriptionState {
 }
 
 impl SubscriptionState {
+    /// A subscription tally has not seen before; no event has set its state yet.
+    pub fn new(id: &str, user_id: &str) -> SubscriptionState {
+        SubscriptionState {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+            status: String::new(),
+            plan: None,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            state_at: 0,
+        }
+    }
+
     pub fn is_canceled(&self) -> bool {
         self.status == "canceled"
     }
@@ -206,15 +219,7 @@ impl Step<'_> {
     /// we hold. A canceled subscription stays canceled.
     fn observe(&mut self, id: &str, update: impl FnOnce(&mut SubscriptionState)) {
         let user_id = self.user_id();
-        let state = self.subscription.get_or_insert_with(|| SubscriptionState {
-            id: id.to_owned(),
-            user_id,
-            status: String::new(),
-            plan: None,
-            current_period_end: None,
-            cancel_at_period_end: false,
-            state_at: 0,
-        });
+        let state = self.subscription.get_or_insert_with(|| SubscriptionState::new(id, &user_id));
         if state.is_canceled() || state.state_at > self.created {
             return;
         }
@@ -241,13 +246,9 @@ impl Step<'_> {
             // Known only from checkout so far: the subscription's own events carry its
             // authoritative state, so this row must not look newer than they are.
             let state = SubscriptionState {
-                id: sub_id.to_owned(),
-                user_id: self.user_id(),
                 status: "active".into(),
                 plan: Some(plan),
-                current_period_end: None,
-                cancel_at_period_end: false,
-                state_at: 0,
+                ..SubscriptionState::new(sub_id, &self.user_id())
             };
             self.subscription = Some(state.clone());
             self.changes.subscription = Some(state);
@@ -339,13 +340,10 @@ impl Step<'_> {
             let plan = self.plan_of_price(sub.price_id.as_deref());
             let user_id = self.user_id();
             let state = self.subscription.get_or_insert_with(|| SubscriptionState {
-                id: sub.id.clone(),
-                user_id,
-                status: String::new(),
                 plan,
                 current_period_end: sub.current_period_end,
                 cancel_at_period_end: sub.cancel_at_period_end,
-                state_at: 0,
+                ..SubscriptionState::new(&sub.id, &user_id)
             });
             state.status = "canceled".into();
             state.state_at = state.state_at.max(self.created);
@@ -362,6 +360,16 @@ impl Step<'_> {
         }
     }
 
+    /// The period the snapshot loaded, or a new one that has seen and granted nothing.
+    fn take_period(&mut self, sub_id: &str, start: i64) -> Period {
+        self.period.take().unwrap_or_else(|| Period {
+            subscription_id: sub_id.to_owned(),
+            start,
+            seen: None,
+            granted: None,
+        })
+    }
+
     /// A payment for `plan` in the period starting at `start`.
     fn pay_period(&mut self, sub_id: &str, start: i64, plan: Plan) {
         if self.canceled() {
@@ -370,12 +378,7 @@ impl Step<'_> {
         if self.latest_granted.is_some_and(|latest| latest > start) {
             return self.ignore("a newer period has already been granted");
         }
-        let period = self.period.take().unwrap_or_else(|| Period {
-            subscription_id: sub_id.to_owned(),
-            start,
-            seen: None,
-            granted: None,
-        });
+        let period = self.take_period(sub_id, start);
         let best = period.seen.map_or(plan, |seen| seen.max(plan));
         self.grant(period, best);
     }
@@ -386,12 +389,7 @@ impl Step<'_> {
         if self.latest_granted.is_some_and(|latest| latest > start) {
             return;
         }
-        let mut period = self.period.take().unwrap_or_else(|| Period {
-            subscription_id: sub_id.to_owned(),
-            start,
-            seen: None,
-            granted: None,
-        });
+        let mut period = self.take_period(sub_id, start);
         if period.granted.is_some() {
             return self.grant(period, plan);
         }

@@ -1,8 +1,6 @@
 //! Who is calling: the host app, by its bearer key, or a signed-in user, by the token
 //! in the Authorization header or in the billing page's cookie.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
@@ -28,7 +26,7 @@ impl FromRequestParts<AppState> for SignedInUser {
             // A cookie rides along on cross-site form posts; only our own pages may post.
             return Err(ApiError::Forbidden("cross-site request refused"));
         }
-        let user = state.sessions.verify(&token, unix_now()).map_err(|e| {
+        let user = state.sessions.verify(&token, tally_store::now()).map_err(|e| {
             tracing::info!(error = %e, "session refused");
             ApiError::Unauthorized("invalid or expired session")
         })?;
@@ -64,10 +62,6 @@ fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     };
     let host_origin = header(HOST.as_str()).map(|host| format!("http://{host}"));
     origin == public_url.trim_end_matches('/') || Some(origin.to_owned()) == host_origin
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Proof that the request carries `Authorization: Bearer $TALLY_API_KEY`.

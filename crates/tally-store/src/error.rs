@@ -50,10 +50,11 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Error codes that mean "not now" rather than "never": connection loss, shutdown,
-/// lack of resources, serialization failures and deadlocks (Postgres); busy or locked
+/// lack of resources, serialization failures and deadlocks, and objects not ready (a
+/// database not accepting connections, a lock not available) (Postgres); busy or locked
 /// (SQLite, extended codes included).
 fn is_transient(code: &str) -> bool {
-    let postgres = ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class)) && code.len() == 5;
+    let postgres = ["08", "53", "55", "57", "40"].iter().any(|class| code.starts_with(class)) && code.len() == 5;
     let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14));
     postgres || sqlite
 }

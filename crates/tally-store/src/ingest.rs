@@ -107,7 +107,7 @@ impl Store {
         .await?;
         let mut state = TriggerState { customer: customer.flatten(), ..TriggerState::default() };
         if let Some((id, status, plan, period_end)) = subscription {
-            state.latest_period = rows::latest_granted(&mut conn, &id).await?;
+            state.latest_period = rows::load_subscription_context(&mut conn, &id, None).await?.latest_granted;
             state.current_period_end = period_end;
             state.subscription = Some((id, status, plan.as_deref().and_then(tally_core::Plan::parse)));
         }

@@ -97,7 +97,7 @@ impl Store {
     }
 }
 
-/// Now, in unix seconds.
-pub(crate) fn now() -> i64 {
+/// Now, in unix seconds: the clock of the ledger, of holds and of signature checks.
+pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

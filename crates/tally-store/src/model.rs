@@ -77,6 +77,13 @@ pub struct SubscriptionView {
     pub cancel_at_period_end: bool,
 }
 
+impl SubscriptionView {
+    /// The user has this subscription to manage (in the portal), not one to buy again.
+    pub fn is_live(&self) -> bool {
+        matches!(self.status.as_str(), "active" | "trialing" | "past_due" | "unpaid")
+    }
+}
+
 /// One ledger row, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LedgerRow {

@@ -132,12 +132,6 @@ impl Store {
         tx.commit().await?;
         Ok(ReservationState { reservation: Reservation { status: status.to_owned(), committed, ..current }, billing })
     }
-
-    /// One reservation, as it stands now.
-    pub async fn reservation(&self, id: &str) -> Result<Reservation, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(reservation(fetch(&mut conn, id).await?, now()))
-    }
 }
 
 async fn fetch(conn: &mut AnyConnection, id: &str) -> Result<Row, StoreError> {

@@ -190,16 +190,6 @@ pub async fn load_subscription_context(
     Ok(SubscriptionContext { subscription, period, latest_granted: latest })
 }
 
-/// The start of the newest period of the subscription that has granted its allowance.
-pub async fn latest_granted(conn: &mut Conn, subscription_id: &str) -> Result<Option<i64>, StoreError> {
-    let start: Option<i64> =
-        sqlx::query_scalar("select max(start) from periods where subscription_id = $1 and granted is not null")
-            .bind(subscription_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(start)
-}
-
 pub async fn load_topup(conn: &mut Conn, key: TopupKey<'_>) -> Result<Option<Topup>, StoreError> {
     let (sql, value) = match key {
         TopupKey::Session(id) => (

@@ -11,6 +11,12 @@ pub struct Customer {
     pub id: String,
 }
 
+/// Any object Stripe made, when only its id matters.
+#[derive(Debug, Clone, Deserialize)]
+struct Created {
+    id: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct CreatedSession {
     pub id: String,
@@ -121,7 +127,7 @@ impl StripeClient {
         unit_amount: i64,
         monthly: bool,
     ) -> Result<Price, StripeError> {
-        let product: Customer = self
+        let product: Created = self
             .post("/v1/products", &[("name".to_owned(), name.to_owned())], &format!("tally-product-{lookup_key}"))
             .await?;
         let mut form = vec![

@@ -1,7 +1,5 @@
 //! `tally sync`: pull recent events from the Stripe API and apply what webhooks missed.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context;
 use tally_server::Config;
 use tally_store::Store;
@@ -19,8 +17,7 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     let client = StripeClient::new(&config.stripe_api_base, key, config.stripe_client.clone());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let since = now - i64::from(args.days) * 24 * 3600;
+    let since = tally_store::now() - i64::from(args.days) * 24 * 3600;
     let report = tally_server::sync::sync(&client, &store, &config.catalog, since)
         .await
         .map_err(|e| anyhow::anyhow!("sync failed: {e}"))?;

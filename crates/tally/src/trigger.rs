@@ -2,8 +2,6 @@
 //! Stripe would send for a user's next step, continuing from what the database knows
 //! of that user, signs them with the configured (or dev) webhook secret, and posts them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, bail};
 use serde_json::Value;
 use tally_core::{Item, Plan};
@@ -48,7 +46,7 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         shape: if args.api_version == "2023" { Shape::V2023 } else { Shape::V2026 },
         user: &args.user,
         customer: state.customer.clone().unwrap_or_else(|| new_id("cus")),
-        now: unix_now(),
+        now: tally_store::now(),
         config: &config,
     };
     let item = args.item.as_deref().and_then(Item::parse);
@@ -61,7 +59,7 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for event in events {
         let body = event.to_string();
-        let header = tally_stripe::sign(body.as_bytes(), &secret, unix_now());
+        let header = tally_stripe::sign(body.as_bytes(), &secret, tally_store::now());
         let response = client
             .post(&url)
             .header("content-type", "application/json")
@@ -262,8 +260,4 @@ fn amount_of(item: Item) -> i64 {
 
 fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(rand::random::<[u8; 12]>()))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -11,15 +11,13 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use tally_core::Item;
+use tally_store::SubscriptionView;
 use tally_stripe::StripeClient;
 use tally_stripe::api::CheckoutRequest;
 
 use crate::auth::SignedInUser;
 use crate::extract::JsonOrForm;
 use crate::{ApiError, AppState};
-
-/// Statuses in which a subscription is the user's to manage, not to buy again.
-const LIVE_STATUSES: [&str; 4] = ["active", "trialing", "past_due", "unpaid"];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -48,7 +46,7 @@ async fn create_checkout_session(
     let customer = stripe_customer(&state, stripe, &user).await?;
     if item.plan().is_some() {
         let billing = state.store.billing(&user, &state.catalog).await?;
-        let subscribed = billing.subscription.is_some_and(|s| LIVE_STATUSES.contains(&s.status.as_str()));
+        let subscribed = billing.subscription.as_ref().is_some_and(SubscriptionView::is_live);
         if subscribed {
             let portal = stripe.create_portal_session(&customer, &billing_page(&state)).await?;
             return Ok(answer(portal.url, body.form));

@@ -10,7 +10,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::auth::{SignedInUser, unix_now};
+use tally_store::now as unix_now;
+
+use crate::auth::SignedInUser;
 use crate::session::COOKIE;
 use crate::{ApiError, AppState, fulfil};
 
@@ -89,7 +91,7 @@ async fn show_billing_page(
     let mut subscription_lines = Vec::new();
     let mut subscribed = false;
     if let Some(sub) = &billing.subscription {
-        subscribed = ["active", "trialing", "past_due", "unpaid"].contains(&sub.status.as_str());
+        subscribed = sub.is_live();
         subscription_lines
             .push(("Subscription", format!("{} ({})", sub.plan.map_or("unknown plan", |p| p.as_str()), sub.status)));
         if let Some(end) = sub.current_period_end {

@@ -3,7 +3,7 @@
 //! 400 for what is not a signed event, 413 over 1 MiB, 503 when the database cannot
 //! commit, so that Stripe retries. Never 500 because of a payload.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -63,7 +63,7 @@ async fn ingest(
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     state
         .verifier
-        .verify(&body, signature, unix_now())
+        .verify(&body, signature, tally_store::now())
         .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
@@ -75,8 +75,4 @@ async fn ingest(
     })?;
     tracing::info!(event = %parsed.id, kind = %parsed.event_type, outcome = result.outcome.as_str(), "webhook");
     Ok((parsed.id, result))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

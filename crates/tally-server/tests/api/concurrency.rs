@@ -13,6 +13,7 @@ on_both_backends!(
     concurrent_checkout_and_first_invoice_grant_once,
     thirty_two_spends_of_one_on_a_balance_of_ten,
     an_unavailable_database_is_503_and_the_retry_applies_once,
+    a_spend_while_the_database_is_down_is_503_and_the_retry_spends_once,
 );
 
 async fn the_same_event_from_16_clients_is_applied_once(db: Db) {
@@ -120,5 +121,20 @@ async fn an_unavailable_database_is_503_and_the_retry_applies_once(db: Db) {
     app.deliver(&event, "applied").await;
     app.deliver(&event, "duplicate").await;
     assert_eq!(app.balance("alice").await, ("pro".into(), 2_500, 0));
+    app.assert_books_balance().await;
+}
+
+async fn a_spend_while_the_database_is_down_is_503_and_the_retry_spends_once(db: Db) {
+    let app = spawn_app(db).await;
+    app.billing("carl").await;
+    let outage = Outage::start(&app).await;
+    let (status, body) = app.spend("carl", 30, "k1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    outage.end().await;
+    assert_eq!(app.balance("carl").await, ("free".into(), 100, 0), "nothing spent");
+    let (first, _) = app.spend("carl", 30, "k1").await;
+    let (again, body) = app.spend("carl", 30, "k1").await;
+    assert_eq!((first, again), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(body["credits"], 70);
     app.assert_books_balance().await;
 }

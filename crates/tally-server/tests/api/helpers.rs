@@ -192,21 +192,11 @@ impl TestApp {
         if let Some(signature) = signature {
             request = request.header("stripe-signature", signature);
         }
-        let response = request.send().await.expect("tally answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(request).await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .expect("tally answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.get(format!("{}{path}", self.address)).bearer_auth(API_KEY)).await
     }
 
     pub async fn billing(&self, user: &str) -> Value {
@@ -246,30 +236,12 @@ impl TestApp {
 
     /// POSTs JSON to a user route as `user`.
     pub async fn post_as(&self, user: &str, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(self.token(user))
-            .json(body)
-            .send()
-            .await
-            .expect("tally answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.post(format!("{}{path}", self.address)).bearer_auth(self.token(user)).json(body)).await
     }
 
     /// POSTs JSON to a host-app route.
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(API_KEY)
-            .json(body)
-            .send()
-            .await
-            .expect("tally answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.client.post(format!("{}{path}", self.address)).bearer_auth(API_KEY).json(body)).await
     }
 
     pub async fn reserve(&self, user: &str, amount: i64, key: &str, ttl_seconds: i64) -> (StatusCode, Value) {
@@ -298,6 +270,13 @@ impl TestApp {
     pub async fn assert_books_balance(&self) {
         assert_eq!(self.store.audit().await.unwrap(), Vec::<String>::new());
     }
+}
+
+/// Sends `request`; its status and JSON body (null when the body is not JSON).
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("tally answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// One customer's Stripe objects, to build the events of their story.

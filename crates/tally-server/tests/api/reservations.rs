@@ -19,6 +19,7 @@ on_both_backends!(
     thirty_two_reservations_against_a_balance_for_ten,
     reservations_and_spends_racing_never_go_negative,
     a_refund_takes_only_credits_that_are_not_held,
+    racing_commits_and_releases_of_one_hold_settle_it_once,
 );
 
 fn id(body: &Value) -> String {
@@ -169,5 +170,22 @@ async fn a_refund_takes_only_credits_that_are_not_held(db: Db) {
     assert_eq!((b["topup_credits"].as_i64(), b["reserved_credits"].as_i64()), (Some(1_000 - 50), Some(1_050)));
     let (_, rows) = app.get("/api/users/ann/ledger?limit=1").await;
     assert_eq!(rows[0]["reason"], "topup_refund_partial");
+    app.assert_books_balance().await;
+}
+
+async fn racing_commits_and_releases_of_one_hold_settle_it_once(db: Db) {
+    let app = spawn_app(db).await;
+    let (_, held) = app.reserve("ann", 40, "r1", 60).await;
+    let hold = id(&held);
+    let answers = join_all((0..8).map(|i| {
+        let (app, hold) = (&app, &hold);
+        async move { if i % 2 == 0 { app.commit(hold, 30).await.0 } else { app.release(hold).await.0 } }
+    }))
+    .await;
+    assert_eq!(answers.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{answers:?}");
+    assert_eq!(answers.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 7, "{answers:?}");
+    let (credits, reserved) = credits(&app, "ann").await;
+    assert!(credits == 70 || credits == 100, "committed once or released: {credits}");
+    assert_eq!(reserved, 0);
     app.assert_books_balance().await;
 }
