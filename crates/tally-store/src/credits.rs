@@ -1,9 +1,10 @@
 //! Reading balances and spending credits.
 
-use tally_core::{Account, Catalog, CoreError, Ledger, Plan};
+use tally_core::{Account, Catalog, Plan};
 
 use crate::model::{Billing, Grant, LedgerRow, Spend, SubscriptionView};
 use crate::rows;
+use crate::writer::{Change, Done, Once, Work};
 use crate::{Store, StoreError, now};
 
 impl Store {
@@ -61,51 +62,31 @@ impl Store {
     /// Spends credits, plan bucket first. The same key spends once: a repeat answers
     /// with the current state and changes nothing.
     pub async fn spend(&self, spend: Spend<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
-        let reference = format!("spend:{}", spend.idempotency_key);
-        self.once(spend.user_id, &reference, catalog, |ledger| ledger.spend(spend.amount, spend.reason, &reference))
-            .await
+        let change = Change::Spend { amount: spend.amount, reason: spend.reason.to_owned() };
+        self.once(spend.user_id, format!("spend:{}", spend.idempotency_key), change, catalog).await
     }
 
     /// Adjusts a bucket by hand (may be negative, never below zero); the same key
     /// adjusts once.
     pub async fn grant(&self, grant: Grant<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
-        let reference = format!("grant:{}", grant.key);
-        self.once(grant.user_id, &reference, catalog, |ledger| {
-            ledger.adjust(grant.bucket, grant.amount, grant.reason, reference.clone())
-        })
-        .await
+        let change = Change::Grant { bucket: grant.bucket, amount: grant.amount, reason: grant.reason.to_owned() };
+        self.once(grant.user_id, format!("grant:{}", grant.key), change, catalog).await
     }
 
-    /// Makes `change` to the user's account once per ledger `reference`: a repeat by the
-    /// same user changes nothing; another user's reference is a conflict.
+    /// Makes `change` to the user's account once per ledger `reference`, through the
+    /// writer (see [`crate::writer`]).
     async fn once(
         &self,
         user_id: &str,
-        reference: &str,
+        reference: String,
+        change: Change,
         catalog: &Catalog,
-        change: impl FnOnce(&mut Ledger) -> Result<(), CoreError>,
     ) -> Result<Billing, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut account = rows::open_and_lock(&mut tx, user_id, catalog).await?.account;
-        let earlier: Option<String> = sqlx::query_scalar("select user_id from ledger where reference = $1 limit 1")
-            .bind(reference)
-            .fetch_optional(&mut *tx)
-            .await?;
-        account.reserved = rows::reserved_credits(&mut tx, user_id, None, now()).await?;
-        let account = match earlier {
-            Some(owner) if owner == user_id => account,
-            Some(_) => return Err(StoreError::Conflict("the key was used for another user".into())),
-            None => {
-                let mut ledger = Ledger::new(account);
-                change(&mut ledger)?;
-                rows::write_ledger(&mut tx, &ledger).await?;
-                ledger.account
-            }
-        };
-        // Answered from the same transaction: no second connection for the reply.
-        let billing = billing_of(&mut tx, account).await?;
-        tx.commit().await?;
-        Ok(billing)
+        let work = Work::Once(Once { user_id: user_id.to_owned(), reference, change });
+        match self.writer.submit(work, catalog).await? {
+            Done::Billing(billing) => Ok(billing),
+            Done::Ingested(_) => unreachable!("a spend is answered with the account"),
+        }
     }
 
     /// The user's ledger rows, newest first, up to `limit`, older than row `before`.
@@ -163,19 +144,25 @@ pub(crate) async fn billing_of(conn: &mut sqlx::AnyConnection, account: Account)
     .bind(account.funded_by.as_deref().unwrap_or(""))
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(Billing {
-        user_id: account.user_id.clone(),
-        tier: account.tier,
+    let view = subscription.map(|(id, status, plan, current_period_end, cancel)| SubscriptionView {
+        id,
+        status,
+        plan: plan.as_deref().and_then(Plan::parse),
+        current_period_end,
+        cancel_at_period_end: cancel != 0,
+    });
+    Ok(billing(account, view))
+}
+
+/// The billing state of `account`, shown with `subscription`.
+pub(crate) fn billing(account: Account, subscription: Option<SubscriptionView>) -> Billing {
+    Billing {
         credits: account.credits(),
+        user_id: account.user_id,
+        tier: account.tier,
         plan_credits: account.plan_credits,
         topup_credits: account.topup_credits,
         reserved_credits: account.reserved,
-        subscription: subscription.map(|(id, status, plan, current_period_end, cancel)| SubscriptionView {
-            id,
-            status,
-            plan: plan.as_deref().and_then(Plan::parse),
-            current_period_end,
-            cancel_at_period_end: cancel != 0,
-        }),
-    })
+        subscription,
+    }
 }

@@ -1,57 +1,34 @@
 //! The webhook inbox: record a verified event under its unique id and apply its effects,
-//! in one transaction, so an event takes effect once however often it is delivered.
+//! in one transaction (shared with the other writes waiting at that moment, see
+//! [`crate::writer`]), so an event takes effect once however often it is delivered.
 
-use sqlx::AnyConnection;
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::rules::{self, Snapshot};
 use tally_core::{BillingEvent, Catalog, EventKind};
 
 use crate::model::{IngestOutcome, NewEvent, Outcome, StoredEvent, TriggerState};
-use crate::rows;
-use crate::{Store, StoreError, now};
+use crate::unit::{Unit, placeholders};
+use crate::writer::{Delivery, Done, Work};
+use crate::{Store, StoreError};
 
 impl Store {
     /// Records `event` and applies it. A delivery of an event already applied is a
     /// duplicate; one that was unmatched or unreadable before is applied again.
     pub async fn ingest(&self, event: NewEvent<'_>, catalog: &Catalog) -> Result<IngestOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "insert into events (id, type, created, livemode, payload, outcome, received_at, attempts)
-             values ($1, $2, $3, $4, $5, 'pending', $6, 1) on conflict (id) do nothing",
-        )
-        .bind(event.id)
-        .bind(event.event_type)
-        .bind(event.created)
-        .bind(i64::from(event.livemode))
-        .bind(event.payload)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            // The update locks the stored event, so concurrent deliveries queue here.
-            let prior: String =
-                sqlx::query_scalar("update events set attempts = attempts + 1 where id = $1 returning outcome")
-                    .bind(event.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if !Outcome::retryable(&prior) {
-                tx.commit().await?;
-                return Ok(IngestOutcome { outcome: Outcome::Duplicate, user_id: None, note: None });
-            }
-        }
-        let result = match event.event {
-            Ok(billing_event) => apply(&mut tx, billing_event, catalog).await?,
-            Err(reason) => IngestOutcome { outcome: Outcome::Failed, user_id: None, note: Some(reason.to_owned()) },
+        let delivery = Delivery {
+            id: event.id.to_owned(),
+            event_type: event.event_type.to_owned(),
+            created: event.created,
+            livemode: event.livemode,
+            payload: event.payload.to_owned(),
+            event: event.event.cloned().map_err(str::to_owned),
         };
-        sqlx::query("update events set outcome = $2, note = $3, user_id = $4 where id = $1")
-            .bind(event.id)
-            .bind(result.outcome.as_str())
-            .bind(result.note.as_deref())
-            .bind(result.user_id.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(result)
+        match self.writer.submit(Work::Ingest(Box::new(delivery)), catalog).await? {
+            Done::Ingested(outcome) => Ok(outcome),
+            Done::Billing(_) => unreachable!("an event is answered with its outcome"),
+        }
     }
 
     /// One stored event.
@@ -107,7 +84,11 @@ impl Store {
         .await?;
         let mut state = TriggerState { customer: customer.flatten(), ..TriggerState::default() };
         if let Some((id, status, plan, period_end)) = subscription {
-            state.latest_period = rows::load_subscription_context(&mut conn, &id, None).await?.latest_granted;
+            state.latest_period =
+                sqlx::query_scalar("select max(start) from periods where subscription_id = $1 and granted is not null")
+                    .bind(&id)
+                    .fetch_one(&mut *conn)
+                    .await?;
             state.current_period_end = period_end;
             state.subscription = Some((id, status, plan.as_deref().and_then(tally_core::Plan::parse)));
         }
@@ -122,8 +103,35 @@ impl Store {
     }
 }
 
-/// Finds the user, loads and locks what the event touches, and writes what the rules say.
-async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog) -> Result<IngestOutcome, StoreError> {
+/// Counts a new delivery of each stored event among `ids` and locks it, so concurrent
+/// deliveries of one event queue here; returns the outcome each has so far. An id not
+/// returned is new: it is stored, with its outcome, once the batch has applied it.
+pub(crate) async fn claim<'k>(
+    conn: &mut AnyConnection,
+    ids: impl Iterator<Item = &'k str>,
+) -> Result<HashMap<String, String>, StoreError> {
+    let ids: Vec<&str> = ids.collect::<HashSet<_>>().into_iter().collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "update events set attempts = attempts + 1 where id in ({}) returning id, outcome",
+        placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
+}
+
+/// Finds the user, reads what the event touches, and keeps what the rules say for the
+/// batch to write.
+pub(crate) async fn apply_event(
+    unit: &mut Unit<'_>,
+    event: &BillingEvent,
+    catalog: &Catalog,
+) -> Result<IngestOutcome, StoreError> {
     if event.kind == EventKind::Unhandled {
         return Ok(IngestOutcome {
             outcome: Outcome::Ignored,
@@ -131,38 +139,29 @@ async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog
             note: Some("event type not handled".into()),
         });
     }
-    let Some(user_id) = find_user(conn, &event.kind).await? else {
+    let Some(user_id) = unit.find_user(&event.kind).await? else {
         return Ok(IngestOutcome { outcome: Outcome::Unmatched, user_id: None, note: Some("no user found".into()) });
     };
-    let rows::Locked { mut account, customer } = rows::open_and_lock(conn, &user_id, catalog).await?;
-    let mut linked = false;
-    if let (None, Some(new)) = (customer, event.kind.owner().and_then(|o| o.customer.as_deref())) {
-        linked = link_customer(conn, &user_id, new).await?;
-    }
-    if let EventKind::ChargeRefunded(_) = event.kind {
-        // A refund takes only credits that are not held.
-        account.reserved = rows::reserved_credits(conn, &user_id, None, now()).await?;
-    }
-    let context = match event.kind.subscription_id() {
-        Some(id) => Some(rows::load_subscription_context(conn, id, rules::period_of(&event.kind)).await?),
-        None => None,
+    let mut account = unit.account(&user_id, catalog).await?.account.clone();
+    let linked = match event.kind.owner().and_then(|o| o.customer.as_deref()) {
+        Some(customer) => unit.link_customer(&user_id, customer, catalog).await?,
+        None => false,
     };
-    let (subscription, period, latest_granted) = match context {
-        Some(c) => (c.subscription, c.period, c.latest_granted),
+    // A refund takes only credits that are not held.
+    account.reserved = match event.kind {
+        EventKind::ChargeRefunded(_) => unit.reserved(&user_id).await?,
+        _ => 0,
+    };
+    let (subscription, period, latest_granted) = match event.kind.subscription_id() {
+        Some(id) => unit.subscription_context(id, rules::period_of(&event.kind)).await?,
         None => (None, None, None),
     };
-    let snapshot = Snapshot {
-        account,
-        subscription,
-        period,
-        latest_granted,
-        topup: match rules::topup_of(&event.kind) {
-            Some(key) => rows::load_topup(conn, key).await?,
-            None => None,
-        },
+    let topup = match rules::topup_of(&event.kind) {
+        Some(key) => unit.topup(key).await?,
+        None => None,
     };
+    let snapshot = Snapshot { account, subscription, period, latest_granted, topup };
     let changes = rules::apply(event, snapshot, catalog);
-    rows::write_changes(conn, &changes).await?;
     let outcome = if changes.unmatched {
         Outcome::Unmatched
     } else if changes.changed_anything() || (linked && matches!(event.kind, EventKind::CustomerChanged(_))) {
@@ -170,42 +169,7 @@ async fn apply(conn: &mut AnyConnection, event: &BillingEvent, catalog: &Catalog
     } else {
         Outcome::Ignored
     };
-    Ok(IngestOutcome { outcome, user_id: Some(user_id), note: changes.note.map(str::to_owned) })
-}
-
-/// The user an event is about: named in its metadata, or known by its subscription,
-/// its Stripe customer, or (for refunds) its top-up's payment intent.
-async fn find_user(conn: &mut AnyConnection, kind: &EventKind) -> Result<Option<String>, StoreError> {
-    let owner = kind.owner();
-    if let Some(user) = owner.and_then(|o| o.user_id.clone()) {
-        return Ok(Some(user));
-    }
-    let lookups = [
-        ("select user_id from subscriptions where id = $1", kind.subscription_id()),
-        ("select user_id from accounts where stripe_customer_id = $1", owner.and_then(|o| o.customer.as_deref())),
-        ("select user_id from topups where payment_intent = $1", kind.payment_intent()),
-    ];
-    for (sql, key) in lookups {
-        let Some(key) = key else { continue };
-        let user: Option<String> = sqlx::query_scalar(sql).bind(key).fetch_optional(&mut *conn).await?;
-        if user.is_some() {
-            return Ok(user);
-        }
-    }
-    Ok(None)
-}
-
-/// Remembers the user's Stripe customer, unless another user already has it; says
-/// whether it did.
-async fn link_customer(conn: &mut AnyConnection, user_id: &str, customer: &str) -> Result<bool, StoreError> {
-    let linked = sqlx::query(
-        "update accounts set stripe_customer_id = $2 where user_id = $1 and stripe_customer_id is null
-         and not exists (select 1 from accounts where stripe_customer_id = $2)",
-    )
-    .bind(user_id)
-    .bind(customer)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(linked == 1)
+    let note = changes.note.map(str::to_owned);
+    unit.record(changes);
+    Ok(IngestOutcome { outcome, user_id: Some(user_id), note })
 }

@@ -17,10 +17,15 @@ pub mod postgres;
 mod reservations;
 mod rows;
 pub mod sqlite;
+mod unit;
+mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
+
+pub use writer::Stats as WriteStats;
+use writer::Writer;
 
 pub use error::StoreError;
 pub use model::{
@@ -40,19 +45,27 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Every webhook and spend is written through it, in batches.
+    writer: Writer,
 }
 
 impl Store {
     /// Connects to `postgres://...` or `sqlite://...` (the file is created if missing).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store { pool: postgres::connect(url).await?, backend: Backend::Postgres })
+        let (pool, backend) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (postgres::connect(url).await?, Backend::Postgres)
         } else if url.starts_with("sqlite:") {
-            Ok(Store { pool: sqlite::connect(url).await?, backend: Backend::Sqlite })
+            (sqlite::connect(url).await?, Backend::Sqlite)
         } else {
-            Err(StoreError::BadUrl(url.to_owned()))
-        }
+            return Err(StoreError::BadUrl(url.to_owned()));
+        };
+        Ok(Store { writer: Writer::start(pool.clone()), pool, backend })
+    }
+
+    /// Batches and jobs of this store's writer so far.
+    pub fn write_stats(&self) -> &WriteStats {
+        self.writer.stats()
     }
 
     pub fn backend(&self) -> Backend {

@@ -28,7 +28,7 @@ impl Store {
     pub async fn reserve(&self, req: Reserve<'_>, catalog: &Catalog) -> Result<ReservationState, StoreError> {
         let t = now();
         let mut tx = self.pool.begin().await?;
-        let mut account = rows::open_and_lock(&mut tx, req.user_id, catalog).await?.account;
+        let mut account = rows::open_and_lock(&mut tx, req.user_id, catalog).await?;
         account.reserved = rows::reserved_credits(&mut tx, req.user_id, None, t).await?;
         let existing: Option<Row> = sqlx::query_as(
             "select id, user_id, amount, committed, status, expires_at from reservations where idempotency_key = $1",
@@ -99,7 +99,7 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("reservation {id}")))?;
         // Lock the account first, then read the hold: a concurrent settle waits here.
-        let mut account = rows::open_and_lock(&mut tx, &user_id, catalog).await?.account;
+        let mut account = rows::open_and_lock(&mut tx, &user_id, catalog).await?;
         account.reserved = rows::reserved_credits(&mut tx, &user_id, Some(id), t).await?;
         let row: Row = fetch(&mut tx, id).await?;
         let held = row.2;

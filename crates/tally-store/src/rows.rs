@@ -1,27 +1,17 @@
-//! Loading and writing the rows the credit rules work on, inside a transaction.
+//! One account, locked, read and written inside a transaction: the path of holds and of
+//! checkout's customer link (webhooks and spends go through [`crate::unit`]).
 
 use sqlx::AnyConnection;
-use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
 use tally_core::{Account, Catalog, Entry, Ledger, Plan};
 
 use crate::{StoreError, now};
 
 type Conn = AnyConnection;
 
-fn plan(s: Option<String>) -> Option<Plan> {
-    s.as_deref().and_then(Plan::parse)
-}
-
-/// The account, locked, with the Stripe customer tally knows for it.
-pub struct Locked {
-    pub account: Account,
-    pub customer: Option<String>,
-}
-
 /// Locks and reads the user's account, opening it first (with the free allowance and
 /// its ledger row) if the user is new. Reserved credits are not counted here; callers
 /// that spend add them with [`reserved_credits`].
-pub async fn open_and_lock(conn: &mut Conn, user_id: &str, catalog: &Catalog) -> Result<Locked, StoreError> {
+pub async fn open_and_lock(conn: &mut Conn, user_id: &str, catalog: &Catalog) -> Result<Account, StoreError> {
     if let Some(locked) = lock(conn, user_id).await? {
         return Ok(locked);
     }
@@ -41,7 +31,7 @@ pub async fn open_and_lock(conn: &mut Conn, user_id: &str, catalog: &Catalog) ->
     if created == 1 {
         // The row is ours until commit: no one else can see it, let alone change it.
         insert_entries(conn, user_id, &[account.opening_entry()], t).await?;
-        return Ok(Locked { account, customer: None });
+        return Ok(account);
     }
     // Another transaction opened it first; wait for it like any other lock.
     lock(conn, user_id).await?.ok_or_else(|| StoreError::NotFound(format!("account {user_id}")))
@@ -65,20 +55,16 @@ pub fn account(user_id: &str, (tier, plan_credits, topup_credits, funded_by, fun
 
 /// Holds the account row until the transaction ends. The lock is taken with an update,
 /// which both backends understand: Postgres locks the row, SQLite the file.
-async fn lock(conn: &mut Conn, user_id: &str) -> Result<Option<Locked>, StoreError> {
-    type Row = (String, i64, i64, Option<String>, i64, Option<String>);
-    let row: Option<Row> = sqlx::query_as(
+async fn lock(conn: &mut Conn, user_id: &str) -> Result<Option<Account>, StoreError> {
+    let row: Option<AccountRow> = sqlx::query_as(
         "update accounts set updated_at = $2 where user_id = $1
-         returning tier, plan_credits, topup_credits, funded_by, funded_at, stripe_customer_id",
+         returning tier, plan_credits, topup_credits, funded_by, funded_at",
     )
     .bind(user_id)
     .bind(now())
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(|(tier, plan_credits, topup_credits, funded_by, funded_at, customer)| Locked {
-        account: account(user_id, (tier, plan_credits, topup_credits, funded_by, funded_at)),
-        customer,
-    }))
+    Ok(row.map(|row| account(user_id, row)))
 }
 
 /// The credits held by the user's live reservations at time `t`.
@@ -129,136 +115,6 @@ async fn insert_entries(conn: &mut Conn, user_id: &str, entries: &[Entry], t: i6
         .bind(&e.reason)
         .bind(&e.reference)
         .bind(t)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// What a subscription event touches: the subscription, one of its periods, and the
-/// start of its newest granted period, in one round trip.
-pub struct SubscriptionContext {
-    pub subscription: Option<SubscriptionState>,
-    pub period: Option<Period>,
-    pub latest_granted: Option<i64>,
-}
-
-pub async fn load_subscription_context(
-    conn: &mut Conn,
-    id: &str,
-    period_start: Option<i64>,
-) -> Result<SubscriptionContext, StoreError> {
-    type Row = (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-    );
-    let (user_id, status, p, current_period_end, cancel, state_at, start, seen, granted, latest): Row = sqlx::query_as(
-        "select s.user_id, s.status, s.plan, s.current_period_end, s.cancel_at_period_end, s.state_at,
-                p.start, p.seen, p.granted,
-                (select max(start) from periods where subscription_id = $1 and granted is not null)
-         from (select 1 as one) as one
-         left join subscriptions s on s.id = $1
-         left join periods p on p.subscription_id = $1 and p.start = $2",
-    )
-    .bind(id)
-    // No period is named i64::MIN, so an event without one matches none.
-    .bind(period_start.unwrap_or(i64::MIN))
-    .fetch_one(&mut *conn)
-    .await?;
-    let subscription = match (user_id, status) {
-        (Some(user_id), Some(status)) => Some(SubscriptionState {
-            id: id.to_owned(),
-            user_id,
-            status,
-            plan: plan(p),
-            current_period_end,
-            cancel_at_period_end: cancel.unwrap_or(0) != 0,
-            state_at: state_at.unwrap_or(0),
-        }),
-        _ => None,
-    };
-    let period =
-        start.map(|start| Period { subscription_id: id.to_owned(), start, seen: plan(seen), granted: plan(granted) });
-    Ok(SubscriptionContext { subscription, period, latest_granted: latest })
-}
-
-pub async fn load_topup(conn: &mut Conn, key: TopupKey<'_>) -> Result<Option<Topup>, StoreError> {
-    let (sql, value) = match key {
-        TopupKey::Session(id) => (
-            "select session_id, user_id, payment_intent, credits, refunded_credits from topups where session_id = $1",
-            id,
-        ),
-        TopupKey::PaymentIntent(id) => (
-            "select session_id, user_id, payment_intent, credits, refunded_credits from topups where payment_intent = $1",
-            id,
-        ),
-    };
-    let row: Option<(String, String, Option<String>, i64, i64)> =
-        sqlx::query_as(sql).bind(value).fetch_optional(&mut *conn).await?;
-    Ok(row.map(|(session_id, user_id, payment_intent, credits, refunded_credits)| Topup {
-        session_id,
-        user_id,
-        payment_intent,
-        credits,
-        refunded_credits,
-    }))
-}
-
-/// Writes everything the credit rules changed.
-pub async fn write_changes(conn: &mut Conn, changes: &Changes) -> Result<(), StoreError> {
-    if !changes.ledger.entries.is_empty() || changes.period.is_some() {
-        write_ledger(conn, &changes.ledger).await?;
-    }
-    if let Some(s) = &changes.subscription {
-        sqlx::query(
-            "insert into subscriptions (id, user_id, status, plan, current_period_end, cancel_at_period_end, state_at, updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)
-             on conflict (id) do update set status = excluded.status, plan = excluded.plan,
-                 current_period_end = excluded.current_period_end,
-                 cancel_at_period_end = excluded.cancel_at_period_end,
-                 state_at = excluded.state_at, updated_at = excluded.updated_at",
-        )
-        .bind(&s.id)
-        .bind(&s.user_id)
-        .bind(&s.status)
-        .bind(s.plan.map(Plan::as_str))
-        .bind(s.current_period_end)
-        .bind(i64::from(s.cancel_at_period_end))
-        .bind(s.state_at)
-        .bind(now())
-        .execute(&mut *conn)
-        .await?;
-    }
-    if let Some(p) = &changes.period {
-        sqlx::query(
-            "insert into periods (subscription_id, start, seen, granted) values ($1, $2, $3, $4)
-             on conflict (subscription_id, start) do update set seen = excluded.seen, granted = excluded.granted",
-        )
-        .bind(&p.subscription_id)
-        .bind(p.start)
-        .bind(p.seen.map(Plan::as_str))
-        .bind(p.granted.map(Plan::as_str))
-        .execute(&mut *conn)
-        .await?;
-    }
-    if let Some(t) = &changes.topup {
-        sqlx::query(
-            "insert into topups (session_id, user_id, payment_intent, credits, refunded_credits) values ($1, $2, $3, $4, $5)
-             on conflict (session_id) do update set refunded_credits = excluded.refunded_credits",
-        )
-        .bind(&t.session_id)
-        .bind(&t.user_id)
-        .bind(t.payment_intent.as_deref())
-        .bind(t.credits)
-        .bind(t.refunded_credits)
         .execute(&mut *conn)
         .await?;
     }

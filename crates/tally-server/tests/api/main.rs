@@ -8,6 +8,7 @@ mod openapi;
 
 mod auth;
 mod bad_input;
+mod batches;
 mod checkout;
 mod concurrency;
 mod credits;

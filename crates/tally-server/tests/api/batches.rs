@@ -1,0 +1,107 @@
+//! Group commit: concurrent webhooks and spends share transactions, and each still takes
+//! effect once, on its own terms.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use sqlx::{Connection, PgConnection, SqliteConnection};
+use tally_stripe::fake::Shape;
+
+use crate::helpers::{Customer, Db, TestApp, now, spawn_app};
+use crate::on_both_backends;
+
+on_both_backends!(
+    concurrent_topups_and_spends_of_many_users_each_count_once,
+    a_write_the_database_refuses_fails_alone_and_its_batch_commits,
+);
+
+async fn concurrent_topups_and_spends_of_many_users_each_count_once(db: Db) {
+    let app = spawn_app(db).await;
+    let users: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
+    let mut topups = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let c = Customer::new(user, if i % 2 == 0 { Shape::V2026 } else { Shape::V2023 });
+        topups.push(c.topup("checkout.session.completed", &format!("cs_{i}"), &format!("pi_{i}"), "paid", now()));
+    }
+    // Each user: their top-up delivered three times, five spends of 1, and one more spend
+    // sent twice with the same key, all at once and interleaved with everyone else's.
+    let app = &app;
+    let deliveries = topups.iter().flat_map(|t| [t, t, t]).map(|t| async move { (app.post_event(t).await, None) });
+    let spends = users.iter().flat_map(|u| {
+        let keys = (0..5).map(move |k| format!("{u}-k{k}")).chain([format!("{u}-again"), format!("{u}-again")]);
+        keys.map(move |key| async move { (app.spend(u, 1, &key).await, Some(u)) })
+    });
+    let mut requests: Vec<_> = deliveries.map(futures::future::Either::Left).collect();
+    requests.extend(spends.map(futures::future::Either::Right));
+    let answers = join_all(requests).await;
+
+    let mut outcomes = Vec::new();
+    for ((status, body), spender) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        if spender.is_none() {
+            outcomes.push(body["outcome"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(outcomes.iter().filter(|o| *o == "applied").count(), 8, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "duplicate").count(), 16, "{outcomes:?}");
+    for user in &users {
+        assert_eq!(app.balance(user).await, ("free".into(), 100 - 6, 1_000), "{user}");
+    }
+    assert_eq!(app.stored_count().await, 8);
+    app.assert_books_balance().await;
+    let stats = app.store.write_stats();
+    let (batches, jobs) = (stats.batches.load(Relaxed), stats.jobs.load(Relaxed));
+    assert!(jobs > batches, "some requests shared a transaction: {jobs} jobs in {batches} batches");
+}
+
+/// Makes the database refuse (with an error that is not an outage) every ledger row of
+/// the spend keyed `poison`, the way a constraint would.
+async fn poison_spend_key(app: &TestApp) {
+    if let Some(path) = app.database_url.strip_prefix("sqlite://") {
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{path}")).await.unwrap();
+        let sql = "create trigger poison before insert on ledger when new.reference = 'spend:poison'
+                   begin select raise(abort, 'poisoned'); end";
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = PgConnection::connect(&app.database_url).await.unwrap();
+        let sql = "create function poison() returns trigger language plpgsql as $$
+                   begin if new.reference = 'spend:poison' then raise exception 'poisoned'; end if; return new; end $$;
+                   create trigger poison before insert on ledger for each row execute function poison();";
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// How many of this app's batches failed and were written again one job at a time.
+fn split_batches(app: &TestApp) -> u64 {
+    app.store.write_stats().split.load(Relaxed)
+}
+
+async fn a_write_the_database_refuses_fails_alone_and_its_batch_commits(db: Db) {
+    let app = spawn_app(db).await;
+    poison_spend_key(&app).await;
+    let c = Customer::new("bob", Shape::V2026);
+    app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
+    // Until the poisoned spend has shared a batch with others (almost always the first
+    // round), each round checks that it failed alone.
+    let mut spent = 0;
+    for round in 0..10 {
+        let splits = split_batches(&app);
+        let keys: Vec<String> = (0..15).map(|k| format!("r{round}-k{k}")).chain(["poison".to_owned()]).collect();
+        let answers = join_all(keys.iter().map(|key| app.spend("bob", 1, key))).await;
+        for (key, (status, body)) in keys.iter().zip(&answers) {
+            if key == "poison" {
+                assert_eq!(*status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+            } else {
+                assert_eq!(*status, StatusCode::OK, "{key}: {body}");
+            }
+        }
+        spent += 15;
+        assert_eq!(app.billing("bob").await["credits"], 1_100 - spent, "round {round}");
+        if split_batches(&app) > splits {
+            app.assert_books_balance().await;
+            return;
+        }
+    }
+    panic!("the poisoned spend never shared a batch with another");
+}

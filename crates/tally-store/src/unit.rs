@@ -1,0 +1,707 @@
+//! A unit of work: the rows a batch of writes touches, read (and locked) in a few
+//! queries, changed in memory job after job, and written back in a few more.
+//!
+//! Every read goes through a cache that is filled in bulk before the jobs run
+//! ([`Unit::prefetch`]) and, for whatever the prefetch could not foresee, one key at a
+//! time. A row the batch has changed is never read again from the database, so each job
+//! sees what the jobs before it did, as if each had its own transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sqlx::{AnyConnection, AssertSqlSafe};
+use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
+use tally_core::{Account, Catalog, Entry, EventKind, Plan};
+
+use crate::StoreError;
+use crate::model::{IngestOutcome, SubscriptionView};
+use crate::rows::{self, AccountRow};
+
+/// A locked account and whether the batch changed its row.
+pub struct Held {
+    pub account: Account,
+    pub customer: Option<String>,
+    dirty: bool,
+}
+
+/// A new event to store once the batch has applied it.
+pub struct NewEventRow {
+    pub id: String,
+    pub event_type: String,
+    pub created: i64,
+    pub livemode: bool,
+    pub payload: String,
+    pub outcome: IngestOutcome,
+    pub attempts: i64,
+}
+
+pub struct Unit<'c> {
+    conn: &'c mut AnyConnection,
+    t: i64,
+    accounts: HashMap<String, Held>,
+    subscriptions: HashMap<String, Option<SubscriptionState>>,
+    periods: HashMap<String, BTreeMap<i64, Period>>,
+    /// Stripe customer -> the user who has it.
+    customers: HashMap<String, Option<String>>,
+    topups: HashMap<String, Option<Topup>>,
+    /// Payment intent -> the session of its top-up.
+    topup_intents: HashMap<String, Option<String>>,
+    reserved: HashMap<String, i64>,
+    /// Ledger reference -> the user whose row has it.
+    references: HashMap<String, Option<String>>,
+    // What to write at the end, in order.
+    entries: Vec<(String, Entry)>,
+    dirty_subscriptions: Vec<String>,
+    dirty_periods: Vec<(String, i64)>,
+    dirty_topups: Vec<String>,
+    pub events: Vec<NewEventRow>,
+    pub outcomes: Vec<(String, IngestOutcome)>,
+}
+
+/// `$from, $from+1, ...`, `n` of them.
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `($1, .., $cols), ($cols+1, ..)`, for `rows` rows.
+fn value_rows(rows: usize, cols: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(r * cols + 1, cols))).collect::<Vec<_>>().join(", ")
+}
+
+/// The keys not yet in `known`, each once.
+fn missing<'k, V>(keys: impl IntoIterator<Item = &'k str>, known: &HashMap<String, V>) -> Vec<&'k str> {
+    let mut seen = HashSet::new();
+    keys.into_iter().filter(|k| !known.contains_key(*k) && seen.insert(*k)).collect()
+}
+
+fn plan(s: Option<String>) -> Option<Plan> {
+    s.as_deref().and_then(Plan::parse)
+}
+
+/// Rows per multi-row statement: far below both databases' limits on parameters.
+const CHUNK: usize = 200;
+
+impl<'c> Unit<'c> {
+    pub fn new(conn: &'c mut AnyConnection) -> Unit<'c> {
+        Unit {
+            conn,
+            t: crate::now(),
+            accounts: HashMap::new(),
+            subscriptions: HashMap::new(),
+            periods: HashMap::new(),
+            customers: HashMap::new(),
+            topups: HashMap::new(),
+            topup_intents: HashMap::new(),
+            reserved: HashMap::new(),
+            references: HashMap::new(),
+            entries: Vec::new(),
+            dirty_subscriptions: Vec::new(),
+            dirty_periods: Vec::new(),
+            dirty_topups: Vec::new(),
+            events: Vec::new(),
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Reads in bulk what these events and these users' spends will touch.
+    pub async fn prefetch(
+        &mut self,
+        events: &[&EventKind],
+        users: &[&str],
+        references: &[&str],
+        catalog: &Catalog,
+    ) -> Result<(), StoreError> {
+        self.load_subscriptions(events.iter().filter_map(|k| k.subscription_id())).await?;
+        let owners = events.iter().filter_map(|k| k.owner());
+        self.load_customers(owners.clone().filter_map(|o| o.customer.as_deref())).await?;
+        let sessions = events.iter().filter_map(|k| match tally_core::rules::topup_of(k) {
+            Some(TopupKey::Session(s)) => Some(s),
+            _ => None,
+        });
+        self.load_topups("session_id", sessions).await?;
+        self.load_topups("payment_intent", events.iter().filter_map(|k| k.payment_intent())).await?;
+        let mut all_users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        for kind in events {
+            if let Some(user) = self.known_user(kind) {
+                all_users.push(user);
+            }
+        }
+        self.lock_accounts(all_users.iter().map(String::as_str), catalog).await?;
+        self.load_references(references.iter().copied()).await?;
+        let refunds = events.iter().filter(|k| matches!(k, EventKind::ChargeRefunded(_)));
+        let refund_users: Vec<String> = refunds.filter_map(|k| self.known_user(k)).collect();
+        self.load_reserved(users.iter().copied().chain(refund_users.iter().map(String::as_str))).await
+    }
+
+    // Accounts
+
+    /// Locks the accounts not held yet, opening those that do not exist. The lock is an
+    /// update, which both backends understand: Postgres locks the rows, SQLite the file.
+    async fn lock_accounts<'k>(
+        &mut self,
+        users: impl IntoIterator<Item = &'k str>,
+        catalog: &Catalog,
+    ) -> Result<(), StoreError> {
+        let want = missing(users, &self.accounts);
+        if want.is_empty() {
+            return Ok(());
+        }
+        self.lock_existing(&want).await?;
+        let absent: Vec<&str> = want.iter().copied().filter(|u| !self.accounts.contains_key(*u)).collect();
+        if absent.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "insert into accounts (user_id, tier, plan_credits, topup_credits, created_at, updated_at)
+             values {} on conflict (user_id) do nothing returning user_id",
+            value_rows(absent.len(), 6)
+        );
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        for user in &absent {
+            query = query.bind(*user).bind(Plan::Free.as_str()).bind(catalog.free_credits).bind(0i64);
+            query = query.bind(self.t).bind(self.t);
+        }
+        // A row inserted here is ours until commit: no one else can see it, let alone change it.
+        for user in query.fetch_all(&mut *self.conn).await? {
+            let account = Account::new_user(&user, catalog);
+            self.entries.push((user.clone(), account.opening_entry()));
+            self.accounts.insert(user, Held { account, customer: None, dirty: false });
+        }
+        // Opened meanwhile by another transaction: wait for its lock like any other.
+        let raced: Vec<&str> = absent.into_iter().filter(|u| !self.accounts.contains_key(*u)).collect();
+        if !raced.is_empty() {
+            self.lock_existing(&raced).await?;
+            if let Some(user) = raced.iter().find(|u| !self.accounts.contains_key(**u)) {
+                return Err(StoreError::NotFound(format!("account {user}")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn lock_existing(&mut self, users: &[&str]) -> Result<(), StoreError> {
+        type Row = (String, String, i64, i64, Option<String>, i64, Option<String>);
+        let sql = format!(
+            "update accounts set updated_at = $1 where user_id in ({})
+             returning user_id, tier, plan_credits, topup_credits, funded_by, funded_at, stripe_customer_id",
+            placeholders(2, users.len())
+        );
+        let mut query = sqlx::query_as::<_, Row>(AssertSqlSafe(sql)).bind(self.t);
+        for user in users {
+            query = query.bind(*user);
+        }
+        for (user, tier, plan_credits, topup_credits, funded_by, funded_at, customer) in
+            query.fetch_all(&mut *self.conn).await?
+        {
+            let row: AccountRow = (tier, plan_credits, topup_credits, funded_by, funded_at);
+            if let Some(c) = &customer {
+                self.customers.insert(c.clone(), Some(user.clone()));
+            }
+            let account = rows::account(&user, row);
+            self.accounts.insert(user, Held { account, customer, dirty: false });
+        }
+        Ok(())
+    }
+
+    /// The user's account, locked (and opened if new).
+    pub async fn account(&mut self, user_id: &str, catalog: &Catalog) -> Result<&mut Held, StoreError> {
+        self.lock_accounts([user_id], catalog).await?;
+        self.accounts.get_mut(user_id).ok_or_else(|| StoreError::NotFound(format!("account {user_id}")))
+    }
+
+    /// Takes the account's new balances and the entries that explain them.
+    pub fn post(&mut self, ledger: tally_core::Ledger) {
+        let user = ledger.account.user_id.clone();
+        self.entries.extend(ledger.entries.into_iter().map(|e| (user.clone(), e)));
+        if let Some(held) = self.accounts.get_mut(&user) {
+            held.account = Account { reserved: held.account.reserved, ..ledger.account };
+            held.dirty = true;
+        }
+    }
+
+    /// Ties the Stripe customer to the user unless the account has one or another user
+    /// has it; says whether it did.
+    pub async fn link_customer(
+        &mut self,
+        user_id: &str,
+        customer: &str,
+        catalog: &Catalog,
+    ) -> Result<bool, StoreError> {
+        if self.account(user_id, catalog).await?.customer.is_some() {
+            return Ok(false);
+        }
+        self.load_customers([customer]).await?;
+        if self.customers.get(customer).is_some_and(Option::is_some) {
+            return Ok(false);
+        }
+        self.customers.insert(customer.to_owned(), Some(user_id.to_owned()));
+        let held = self.accounts.get_mut(user_id).expect("locked above");
+        held.customer = Some(customer.to_owned());
+        held.dirty = true;
+        Ok(true)
+    }
+
+    async fn load_customers<'k>(&mut self, customers: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+        let want = missing(customers, &self.customers);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "select stripe_customer_id, user_id from accounts where stripe_customer_id in ({})",
+            placeholders(1, want.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+        for c in &want {
+            query = query.bind(*c);
+        }
+        for c in &want {
+            self.customers.insert((*c).to_owned(), None);
+        }
+        for (customer, user) in query.fetch_all(&mut *self.conn).await? {
+            self.customers.insert(customer, Some(user));
+        }
+        Ok(())
+    }
+
+    /// The credits held by the user's live reservations.
+    pub async fn reserved(&mut self, user_id: &str) -> Result<i64, StoreError> {
+        self.load_reserved([user_id]).await?;
+        Ok(self.reserved[user_id])
+    }
+
+    async fn load_reserved<'k>(&mut self, users: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+        let want = missing(users, &self.reserved);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "select user_id, cast(coalesce(sum(amount), 0) as bigint) from reservations
+             where status = 'held' and expires_at > $1 and user_id in ({}) group by user_id",
+            placeholders(2, want.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(self.t);
+        for user in &want {
+            query = query.bind(*user);
+        }
+        for user in &want {
+            self.reserved.insert((*user).to_owned(), 0);
+        }
+        for (user, held) in query.fetch_all(&mut *self.conn).await? {
+            self.reserved.insert(user, held);
+        }
+        Ok(())
+    }
+
+    // Ledger references (idempotency of spends and grants)
+
+    /// The user whose ledger row has this reference, if any.
+    pub async fn reference_owner(&mut self, reference: &str) -> Result<Option<String>, StoreError> {
+        self.load_references([reference]).await?;
+        Ok(self.references[reference].clone())
+    }
+
+    pub fn remember_reference(&mut self, reference: &str, user_id: &str) {
+        self.references.insert(reference.to_owned(), Some(user_id.to_owned()));
+    }
+
+    async fn load_references<'k>(&mut self, references: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+        let want = missing(references, &self.references);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("select reference, user_id from ledger where reference in ({})", placeholders(1, want.len()));
+        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+        for r in &want {
+            query = query.bind(*r);
+        }
+        for r in &want {
+            self.references.insert((*r).to_owned(), None);
+        }
+        for (reference, user) in query.fetch_all(&mut *self.conn).await? {
+            self.references.insert(reference, Some(user));
+        }
+        Ok(())
+    }
+
+    // Subscriptions and their periods
+
+    /// The subscription, the period starting at `period_start`, and the start of its
+    /// newest granted period.
+    pub async fn subscription_context(
+        &mut self,
+        id: &str,
+        period_start: Option<i64>,
+    ) -> Result<(Option<SubscriptionState>, Option<Period>, Option<i64>), StoreError> {
+        self.load_subscriptions([id]).await?;
+        let periods = self.periods.get(id);
+        let period = period_start.and_then(|start| periods.and_then(|p| p.get(&start)).cloned());
+        let latest = periods.and_then(|p| p.values().filter(|p| p.granted.is_some()).map(|p| p.start).max());
+        Ok((self.subscriptions[id].clone(), period, latest))
+    }
+
+    async fn load_subscriptions<'k>(&mut self, ids: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+        let want = missing(ids, &self.subscriptions);
+        if want.is_empty() {
+            return Ok(());
+        }
+        type Row = (String, String, String, Option<String>, Option<i64>, i64, i64);
+        let sql = format!(
+            "select id, user_id, status, plan, current_period_end, cancel_at_period_end, state_at
+             from subscriptions where id in ({})",
+            placeholders(1, want.len())
+        );
+        let mut query = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
+        for id in &want {
+            query = query.bind(*id);
+        }
+        let found = query.fetch_all(&mut *self.conn).await?;
+        let sql = format!(
+            "select subscription_id, start, seen, granted from periods where subscription_id in ({})",
+            placeholders(1, want.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, Option<String>, Option<String>)>(AssertSqlSafe(sql));
+        for id in &want {
+            query = query.bind(*id);
+        }
+        let periods = query.fetch_all(&mut *self.conn).await?;
+        for id in &want {
+            self.subscriptions.insert((*id).to_owned(), None);
+            self.periods.insert((*id).to_owned(), BTreeMap::new());
+        }
+        for (id, user_id, status, p, current_period_end, cancel, state_at) in found {
+            let state = SubscriptionState {
+                id: id.clone(),
+                user_id,
+                status,
+                plan: plan(p),
+                current_period_end,
+                cancel_at_period_end: cancel != 0,
+                state_at,
+            };
+            self.subscriptions.insert(id, Some(state));
+        }
+        for (subscription_id, start, seen, granted) in periods {
+            let period =
+                Period { subscription_id: subscription_id.clone(), start, seen: plan(seen), granted: plan(granted) };
+            self.periods.entry(subscription_id).or_default().insert(start, period);
+        }
+        Ok(())
+    }
+
+    // Top-ups
+
+    pub async fn topup(&mut self, key: TopupKey<'_>) -> Result<Option<Topup>, StoreError> {
+        let session = match key {
+            TopupKey::Session(id) => Some(id.to_owned()),
+            TopupKey::PaymentIntent(pi) => {
+                self.load_topups("payment_intent", [pi]).await?;
+                self.topup_intents[pi].clone()
+            }
+        };
+        let Some(session) = session else { return Ok(None) };
+        self.load_topups("session_id", [session.as_str()]).await?;
+        Ok(self.topups[&session].clone())
+    }
+
+    async fn load_topups<'k>(
+        &mut self,
+        column: &'static str,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<(), StoreError> {
+        let by_session = column == "session_id";
+        let want = if by_session { missing(keys, &self.topups) } else { missing(keys, &self.topup_intents) };
+        if want.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "select session_id, user_id, payment_intent, credits, refunded_credits from topups where {column} in ({})",
+            placeholders(1, want.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, String, Option<String>, i64, i64)>(AssertSqlSafe(sql));
+        for k in &want {
+            query = query.bind(*k);
+        }
+        let found = query.fetch_all(&mut *self.conn).await?;
+        for k in &want {
+            if by_session {
+                self.topups.insert((*k).to_owned(), None);
+            } else {
+                self.topup_intents.insert((*k).to_owned(), None);
+            }
+        }
+        for (session_id, user_id, payment_intent, credits, refunded_credits) in found {
+            self.remember_topup(Topup { session_id, user_id, payment_intent, credits, refunded_credits });
+        }
+        Ok(())
+    }
+
+    fn remember_topup(&mut self, topup: Topup) {
+        if let Some(pi) = &topup.payment_intent {
+            self.topup_intents.insert(pi.clone(), Some(topup.session_id.clone()));
+        }
+        self.topups.insert(topup.session_id.clone(), Some(topup));
+    }
+
+    // Finding the user an event is about
+
+    /// The user an event is about: named in its metadata, or known by its subscription,
+    /// its Stripe customer, or (for refunds) its top-up's payment intent.
+    pub async fn find_user(&mut self, kind: &EventKind) -> Result<Option<String>, StoreError> {
+        if let Some(id) = kind.subscription_id() {
+            self.load_subscriptions([id]).await?;
+        }
+        if let Some(customer) = kind.owner().and_then(|o| o.customer.as_deref()) {
+            self.load_customers([customer]).await?;
+        }
+        if let Some(pi) = kind.payment_intent() {
+            self.topup(TopupKey::PaymentIntent(pi)).await?;
+        }
+        Ok(self.known_user(kind))
+    }
+
+    /// [`Unit::find_user`] from what is loaded already.
+    fn known_user(&self, kind: &EventKind) -> Option<String> {
+        let owner = kind.owner();
+        if let Some(user) = owner.and_then(|o| o.user_id.clone()) {
+            return Some(user);
+        }
+        let by_subscription = kind.subscription_id().and_then(|id| self.subscriptions.get(id)?.as_ref());
+        let by_customer = owner.and_then(|o| self.customers.get(o.customer.as_deref()?)?.clone());
+        let by_topup = kind.payment_intent().and_then(|pi| {
+            let session = self.topup_intents.get(pi)?.as_ref()?;
+            self.topups.get(session)?.as_ref()
+        });
+        by_subscription.map(|s| s.user_id.clone()).or(by_customer).or_else(|| by_topup.map(|t| t.user_id.clone()))
+    }
+
+    /// Takes what the credit rules changed.
+    pub fn record(&mut self, changes: Changes) {
+        if !changes.ledger.entries.is_empty() || changes.period.is_some() {
+            self.post(changes.ledger);
+        }
+        if let Some(s) = changes.subscription {
+            self.dirty_subscriptions.push(s.id.clone());
+            self.subscriptions.insert(s.id.clone(), Some(s));
+        }
+        if let Some(p) = changes.period {
+            self.dirty_periods.push((p.subscription_id.clone(), p.start));
+            self.periods.entry(p.subscription_id.clone()).or_default().insert(p.start, p);
+        }
+        if let Some(t) = changes.topup {
+            self.dirty_topups.push(t.session_id.clone());
+            self.remember_topup(t);
+        }
+    }
+
+    // Writing back
+
+    /// Writes every changed row, each table in as few statements as it takes.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.write_accounts().await?;
+        self.write_entries().await?;
+        self.write_subscriptions().await?;
+        self.write_periods().await?;
+        self.write_topups().await?;
+        self.write_events().await?;
+        self.write_outcomes().await
+    }
+
+    async fn write_accounts(&mut self) -> Result<(), StoreError> {
+        let dirty: Vec<&Held> = self.accounts.values().filter(|h| h.dirty).collect();
+        for chunk in dirty.chunks(CHUNK) {
+            let sql = format!(
+                "insert into accounts (user_id, tier, plan_credits, topup_credits, funded_by, funded_at,
+                     stripe_customer_id, created_at, updated_at)
+                 values {} on conflict (user_id) do update set tier = excluded.tier,
+                     plan_credits = excluded.plan_credits, topup_credits = excluded.topup_credits,
+                     funded_by = excluded.funded_by, funded_at = excluded.funded_at,
+                     stripe_customer_id = excluded.stripe_customer_id, updated_at = excluded.updated_at",
+                value_rows(chunk.len(), 9)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for h in chunk {
+                let a = &h.account;
+                query = query.bind(&a.user_id).bind(a.tier.as_str()).bind(a.plan_credits).bind(a.topup_credits);
+                query = query.bind(a.funded_by.as_deref()).bind(a.funded_at).bind(h.customer.as_deref());
+                query = query.bind(self.t).bind(self.t);
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_entries(&mut self) -> Result<(), StoreError> {
+        for chunk in self.entries.chunks(CHUNK) {
+            let sql = format!(
+                "insert into ledger (user_id, bucket, delta, balance_after, reason, reference, created_at) values {}",
+                value_rows(chunk.len(), 7)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (user, e) in chunk {
+                query = query.bind(user).bind(e.bucket.as_str()).bind(e.delta).bind(e.balance_after);
+                query = query.bind(&e.reason).bind(&e.reference).bind(self.t);
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_subscriptions(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<&SubscriptionState> =
+            unique(&self.dirty_subscriptions).filter_map(|id| self.subscriptions.get(id.as_str())?.as_ref()).collect();
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "insert into subscriptions (id, user_id, status, plan, current_period_end, cancel_at_period_end,
+                     state_at, updated_at)
+                 values {} on conflict (id) do update set status = excluded.status, plan = excluded.plan,
+                     current_period_end = excluded.current_period_end,
+                     cancel_at_period_end = excluded.cancel_at_period_end,
+                     state_at = excluded.state_at, updated_at = excluded.updated_at",
+                value_rows(chunk.len(), 8)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for s in chunk {
+                query = query.bind(&s.id).bind(&s.user_id).bind(&s.status).bind(s.plan.map(Plan::as_str));
+                query = query.bind(s.current_period_end).bind(i64::from(s.cancel_at_period_end));
+                query = query.bind(s.state_at).bind(self.t);
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_periods(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<&Period> =
+            unique(&self.dirty_periods).filter_map(|(id, start)| self.periods.get(id)?.get(start)).collect();
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "insert into periods (subscription_id, start, seen, granted) values {}
+                 on conflict (subscription_id, start) do update set seen = excluded.seen, granted = excluded.granted",
+                value_rows(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for p in chunk {
+                query = query.bind(&p.subscription_id).bind(p.start);
+                query = query.bind(p.seen.map(Plan::as_str)).bind(p.granted.map(Plan::as_str));
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_topups(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<&Topup> =
+            unique(&self.dirty_topups).filter_map(|id| self.topups.get(id.as_str())?.as_ref()).collect();
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "insert into topups (session_id, user_id, payment_intent, credits, refunded_credits) values {}
+                 on conflict (session_id) do update set refunded_credits = excluded.refunded_credits",
+                value_rows(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for t in chunk {
+                query = query.bind(&t.session_id).bind(&t.user_id).bind(t.payment_intent.as_deref());
+                query = query.bind(t.credits).bind(t.refunded_credits);
+            }
+            query.execute(&mut *self.conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the batch's new events with their outcomes. An id that is stored already
+    /// was stored by another process while this batch ran: the batch must not commit.
+    async fn write_events(&mut self) -> Result<(), StoreError> {
+        for chunk in by_size(&self.events, |e| e.payload.len()) {
+            let sql = format!(
+                "insert into events (id, type, created, livemode, payload, outcome, note, user_id, received_at, attempts)
+                 values {} on conflict (id) do nothing returning id",
+                value_rows(chunk.len(), 10)
+            );
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            for e in chunk {
+                query = query.bind(&e.id).bind(&e.event_type).bind(e.created).bind(i64::from(e.livemode));
+                query = query.bind(&e.payload).bind(e.outcome.outcome.as_str()).bind(e.outcome.note.as_deref());
+                query = query.bind(e.outcome.user_id.as_deref()).bind(self.t).bind(e.attempts);
+            }
+            let stored = query.fetch_all(&mut *self.conn).await?.len();
+            if stored != chunk.len() {
+                return Err(StoreError::Conflict("an event was stored by another delivery meanwhile".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// New outcomes of stored events applied again (unmatched or failed before).
+    async fn write_outcomes(&mut self) -> Result<(), StoreError> {
+        for (id, o) in &self.outcomes {
+            sqlx::query("update events set outcome = $2, note = $3, user_id = $4 where id = $1")
+                .bind(id)
+                .bind(o.outcome.as_str())
+                .bind(o.note.as_deref())
+                .bind(o.user_id.as_deref())
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The subscription each of these users' billing shows: the one funding the plan,
+    /// else the newest. Read after [`Unit::flush`], so it includes the batch's changes.
+    pub async fn subscription_views(
+        &mut self,
+        users: &[&str],
+    ) -> Result<HashMap<String, SubscriptionView>, StoreError> {
+        let users = missing(users.iter().copied(), &HashMap::<String, ()>::new());
+        let mut views = HashMap::new();
+        if users.is_empty() {
+            return Ok(views);
+        }
+        type Row = (String, String, String, Option<String>, Option<i64>, i64, i64);
+        let sql = format!(
+            "select user_id, id, status, plan, current_period_end, cancel_at_period_end, updated_at
+             from subscriptions where user_id in ({})",
+            placeholders(1, users.len())
+        );
+        let mut query = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
+        for user in &users {
+            query = query.bind(*user);
+        }
+        let mut best: HashMap<String, ((bool, i64, String), SubscriptionView)> = HashMap::new();
+        for (user, id, status, p, current_period_end, cancel, updated_at) in query.fetch_all(&mut *self.conn).await? {
+            let funds = self.accounts.get(&user).is_some_and(|h| h.account.funded_by.as_deref() == Some(id.as_str()));
+            let rank = (funds, updated_at, id.clone());
+            let view =
+                SubscriptionView { id, status, plan: plan(p), current_period_end, cancel_at_period_end: cancel != 0 };
+            if best.get(&user).is_none_or(|(r, _)| rank > *r) {
+                best.insert(user, (rank, view));
+            }
+        }
+        views.extend(best.into_iter().map(|(user, (_, view))| (user, view)));
+        Ok(views)
+    }
+}
+
+/// Most bytes of payload per statement: a larger one leaves the socket in more than one
+/// segment, and with Nagle on (sqlx does not turn it off) the last waits for an ACK.
+const STATEMENT_BYTES: usize = 48 * 1024;
+
+/// `rows` in runs of at most [`STATEMENT_BYTES`] (one row at least) and [`CHUNK`] rows.
+fn by_size<T>(rows: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        if i > start && (bytes + size(row) > STATEMENT_BYTES || i - start == CHUNK) {
+            runs.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size(row);
+    }
+    if start < rows.len() {
+        runs.push(&rows[start..]);
+    }
+    runs
+}
+
+/// Each key once, in first-seen order.
+fn unique<K: Eq + std::hash::Hash>(keys: &[K]) -> impl Iterator<Item = &K> {
+    let mut seen = HashSet::new();
+    keys.iter().filter(move |k| seen.insert(*k))
+}
