@@ -107,19 +107,47 @@ fn read<T: DeserializeOwned>(raw: &str) -> Result<T, serde_json::Error> {
     serde_json::from_str(raw)
 }
 
-/// A field Stripe sends as an id, or as the object when expanded.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Expandable {
-    Id(String),
-    Object { id: String },
-}
+/// A field Stripe sends as an id, or as the object when expanded. Read by hand rather
+/// than as an untagged enum, which would copy every expanded object (a price, a plan)
+/// into a buffer before trying each variant: the most expensive step of a webhook's
+/// parse.
+struct Expandable(String);
 
 impl Expandable {
     fn id(self) -> String {
-        match self {
-            Expandable::Id(id) | Expandable::Object { id } => id,
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Expandable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdOrObject;
+
+        impl<'de> serde::de::Visitor<'de> for IdOrObject {
+            type Value = Expandable;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an id or an object with an id")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<Expandable, E> {
+                Ok(Expandable(id.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Expandable, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "id" && id.is_none() {
+                        id = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                id.map(Expandable).ok_or_else(|| serde::de::Error::missing_field("id"))
+            }
         }
+
+        deserializer.deserialize_any(IdOrObject)
     }
 }
 
