@@ -433,12 +433,11 @@ async fn full(args: &Args) -> anyhow::Result<()> {
         // Variants at the highest C, one after the other on the same (now larger)
         // database, the unchanged configuration first: what the request log and TLS to
         // Postgres cost. Configuration only; tally's code is the same.
-        let plain_url = format!("{database_url}{}sslmode=disable", if database_url.contains('?') { '&' } else { '?' });
-        let variants_of: [(&'static str, Option<&str>, &str); 4] = [
+        let tls_url = format!("{database_url}{}sslmode=require", if database_url.contains('?') { '&' } else { '?' });
+        let variants_of: [(&'static str, Option<&str>, &str); 3] = [
             ("tally (as above)", None, &database_url),
             ("tally RUST_LOG=warn", Some("warn"), &database_url),
-            ("tally sslmode=disable", None, &plain_url),
-            ("tally both", Some("warn"), &plain_url),
+            ("tally sslmode=require", None, &tls_url),
         ];
         let c = *args.concurrency.iter().max().unwrap_or(&32);
         let mut variants = Vec::new();
@@ -461,8 +460,9 @@ async fn full(args: &Args) -> anyhow::Result<()> {
         writeln!(
             out,
             "## Variants: the request log and TLS to Postgres (C={c})\n\n{}\n\
-             RUST_LOG=warn turns off the line per webhook; `?sslmode=disable` in DATABASE_URL turns off TLS \
-             between tally and Postgres (the default `prefer` negotiates TLS when the server offers it).\n",
+             RUST_LOG=warn turns off the line per webhook; `?sslmode=require` in DATABASE_URL turns on TLS \
+             between tally and Postgres (tally reaches a database on loopback without TLS unless the URL names \
+             an sslmode).\n",
             report::plain(&variants)
         )?;
         runs.extend(variants);
@@ -570,7 +570,7 @@ async fn startup_times(
         ("SQLite, migrated file", Vec::new()),
         ("Postgres, empty database (migrates it)", Vec::new()),
         ("Postgres, migrated database", Vec::new()),
-        ("Postgres, migrated database, `?sslmode=disable` in DATABASE_URL", Vec::new()),
+        ("Postgres, migrated database, `?sslmode=require` in DATABASE_URL (TLS)", Vec::new()),
     ];
     for r in 0..runs {
         let path = dir.join(format!("startup-{r}.db"));
@@ -579,8 +579,8 @@ async fn startup_times(
         }
         let sqlite = format!("sqlite://{}", path.display());
         let pg = server::fresh_database(server_url, "tally_bench_startup").await?;
-        let plain = format!("{pg}{}sslmode=disable", if pg.contains('?') { '&' } else { '?' });
-        for (i, url) in [&sqlite, &sqlite, &pg, &pg, &plain].into_iter().enumerate() {
+        let tls = format!("{pg}{}sslmode=require", if pg.contains('?') { '&' } else { '?' });
+        for (i, url) in [&sqlite, &sqlite, &pg, &pg, &tls].into_iter().enumerate() {
             let serve = server::spawn(bin, url, &log, None)?;
             cases[i].1.push(serve.startup);
             serve.stop();
