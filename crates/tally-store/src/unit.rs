@@ -5,6 +5,11 @@
 //! ([`Unit::prefetch`]) and, for whatever the prefetch could not foresee, one key at a
 //! time. A row the batch has changed is never read again from the database, so each job
 //! sees what the jobs before it did, as if each had its own transaction.
+//!
+//! One rule keeps this exactly-once when other processes write too (a second server,
+//! `tally sync`): the state a job decides on (a subscription, its periods, a top-up,
+//! holds, ledger references) is read only after the account it belongs to is locked.
+//! Before the locks, only who owns what is read, which never changes once written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -40,8 +45,11 @@ pub struct Unit<'c> {
     accounts: HashMap<String, Held>,
     subscriptions: HashMap<String, Option<SubscriptionState>>,
     periods: HashMap<String, BTreeMap<i64, Period>>,
-    /// Stripe customer -> the user who has it.
+    // Whose is each subscription, Stripe customer and payment intent: fixed once written,
+    // so these may be read before any lock, to find the accounts to lock.
+    subscription_users: HashMap<String, Option<String>>,
     customers: HashMap<String, Option<String>>,
+    intent_users: HashMap<String, Option<String>>,
     topups: HashMap<String, Option<Topup>>,
     /// Payment intent -> the session of its top-up.
     topup_intents: HashMap<String, Option<String>>,
@@ -77,6 +85,46 @@ fn plan(s: Option<String>) -> Option<Plan> {
     s.as_deref().and_then(Plan::parse)
 }
 
+/// What an owner lookup reads: whose each key is.
+#[derive(Clone, Copy)]
+enum Owned {
+    Subscription,
+    Customer,
+    Intent,
+}
+
+impl Owned {
+    fn sql(self) -> &'static str {
+        match self {
+            Owned::Subscription => "select id, user_id from subscriptions where id in",
+            Owned::Customer => "select stripe_customer_id, user_id from accounts where stripe_customer_id in",
+            Owned::Intent => "select payment_intent, user_id from topups where payment_intent in",
+        }
+    }
+
+    /// Adds the owners of the `keys` not in `known` (`None`: no one's yet).
+    async fn load<'k>(
+        self,
+        conn: &mut AnyConnection,
+        known: &mut HashMap<String, Option<String>>,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<(), StoreError> {
+        let want = missing(keys, known);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("{} ({})", self.sql(), placeholders(1, want.len()));
+        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+        for key in &want {
+            query = query.bind(*key);
+        }
+        let found = query.fetch_all(&mut *conn).await?;
+        known.extend(want.iter().map(|k| ((*k).to_owned(), None)));
+        known.extend(found.into_iter().map(|(key, user)| (key, Some(user))));
+        Ok(())
+    }
+}
+
 /// Rows per multi-row statement: far below both databases' limits on parameters.
 const CHUNK: usize = 200;
 
@@ -88,7 +136,9 @@ impl<'c> Unit<'c> {
             accounts: HashMap::new(),
             subscriptions: HashMap::new(),
             periods: HashMap::new(),
+            subscription_users: HashMap::new(),
             customers: HashMap::new(),
+            intent_users: HashMap::new(),
             topups: HashMap::new(),
             topup_intents: HashMap::new(),
             reserved: HashMap::new(),
@@ -102,7 +152,8 @@ impl<'c> Unit<'c> {
         }
     }
 
-    /// Reads in bulk what these events and these users' spends will touch.
+    /// Reads in bulk what these events and these users' spends will touch: whose they
+    /// are, then (with those accounts locked) the state the rules decide on.
     pub async fn prefetch(
         &mut self,
         events: &[&EventKind],
@@ -110,24 +161,25 @@ impl<'c> Unit<'c> {
         references: &[&str],
         catalog: &Catalog,
     ) -> Result<(), StoreError> {
-        self.load_subscriptions(events.iter().filter_map(|k| k.subscription_id())).await?;
         let owners = events.iter().filter_map(|k| k.owner());
-        self.load_customers(owners.clone().filter_map(|o| o.customer.as_deref())).await?;
-        let sessions = events.iter().filter_map(|k| match tally_core::rules::topup_of(k) {
+        let subscriptions = events.iter().filter_map(|k| k.subscription_id());
+        Owned::Subscription.load(self.conn, &mut self.subscription_users, subscriptions).await?;
+        Owned::Customer.load(self.conn, &mut self.customers, owners.filter_map(|o| o.customer.as_deref())).await?;
+        Owned::Intent.load(self.conn, &mut self.intent_users, events.iter().filter_map(|k| k.payment_intent())).await?;
+        let mut all_users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        let located: Vec<&EventKind> = events.iter().copied().filter(|k| self.known_user(k).is_some()).collect();
+        all_users.extend(located.iter().filter_map(|k| self.known_user(k)));
+        self.lock_accounts(all_users.iter().map(String::as_str), catalog).await?;
+
+        self.load_subscriptions(located.iter().filter_map(|k| k.subscription_id())).await?;
+        let sessions = located.iter().filter_map(|k| match tally_core::rules::topup_of(k) {
             Some(TopupKey::Session(s)) => Some(s),
             _ => None,
         });
         self.load_topups("session_id", sessions).await?;
-        self.load_topups("payment_intent", events.iter().filter_map(|k| k.payment_intent())).await?;
-        let mut all_users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
-        for kind in events {
-            if let Some(user) = self.known_user(kind) {
-                all_users.push(user);
-            }
-        }
-        self.lock_accounts(all_users.iter().map(String::as_str), catalog).await?;
+        self.load_topups("payment_intent", located.iter().filter_map(|k| k.payment_intent())).await?;
         self.load_references(references.iter().copied()).await?;
-        let refunds = events.iter().filter(|k| matches!(k, EventKind::ChargeRefunded(_)));
+        let refunds = located.iter().filter(|k| matches!(k, EventKind::ChargeRefunded(_)));
         let refund_users: Vec<String> = refunds.filter_map(|k| self.known_user(k)).collect();
         self.load_reserved(users.iter().copied().chain(refund_users.iter().map(String::as_str))).await
     }
@@ -228,7 +280,7 @@ impl<'c> Unit<'c> {
         if self.account(user_id, catalog).await?.customer.is_some() {
             return Ok(false);
         }
-        self.load_customers([customer]).await?;
+        Owned::Customer.load(self.conn, &mut self.customers, [customer]).await?;
         if self.customers.get(customer).is_some_and(Option::is_some) {
             return Ok(false);
         }
@@ -237,28 +289,6 @@ impl<'c> Unit<'c> {
         held.customer = Some(customer.to_owned());
         held.dirty = true;
         Ok(true)
-    }
-
-    async fn load_customers<'k>(&mut self, customers: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
-        let want = missing(customers, &self.customers);
-        if want.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "select stripe_customer_id, user_id from accounts where stripe_customer_id in ({})",
-            placeholders(1, want.len())
-        );
-        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
-        for c in &want {
-            query = query.bind(*c);
-        }
-        for c in &want {
-            self.customers.insert((*c).to_owned(), None);
-        }
-        for (customer, user) in query.fetch_all(&mut *self.conn).await? {
-            self.customers.insert(customer, Some(user));
-        }
-        Ok(())
     }
 
     /// The credits held by the user's live reservations.
@@ -435,6 +465,7 @@ impl<'c> Unit<'c> {
 
     fn remember_topup(&mut self, topup: Topup) {
         if let Some(pi) = &topup.payment_intent {
+            self.intent_users.insert(pi.clone(), Some(topup.user_id.clone()));
             self.topup_intents.insert(pi.clone(), Some(topup.session_id.clone()));
         }
         self.topups.insert(topup.session_id.clone(), Some(topup));
@@ -445,31 +476,22 @@ impl<'c> Unit<'c> {
     /// The user an event is about: named in its metadata, or known by its subscription,
     /// its Stripe customer, or (for refunds) its top-up's payment intent.
     pub async fn find_user(&mut self, kind: &EventKind) -> Result<Option<String>, StoreError> {
-        if let Some(id) = kind.subscription_id() {
-            self.load_subscriptions([id]).await?;
-        }
-        if let Some(customer) = kind.owner().and_then(|o| o.customer.as_deref()) {
-            self.load_customers([customer]).await?;
-        }
-        if let Some(pi) = kind.payment_intent() {
-            self.topup(TopupKey::PaymentIntent(pi)).await?;
-        }
+        Owned::Subscription.load(self.conn, &mut self.subscription_users, kind.subscription_id()).await?;
+        let customer = kind.owner().and_then(|o| o.customer.as_deref());
+        Owned::Customer.load(self.conn, &mut self.customers, customer).await?;
+        Owned::Intent.load(self.conn, &mut self.intent_users, kind.payment_intent()).await?;
         Ok(self.known_user(kind))
     }
 
-    /// [`Unit::find_user`] from what is loaded already.
+    /// [`Unit::find_user`] from the owners loaded already.
     fn known_user(&self, kind: &EventKind) -> Option<String> {
         let owner = kind.owner();
-        if let Some(user) = owner.and_then(|o| o.user_id.clone()) {
-            return Some(user);
-        }
-        let by_subscription = kind.subscription_id().and_then(|id| self.subscriptions.get(id)?.as_ref());
-        let by_customer = owner.and_then(|o| self.customers.get(o.customer.as_deref()?)?.clone());
-        let by_topup = kind.payment_intent().and_then(|pi| {
-            let session = self.topup_intents.get(pi)?.as_ref()?;
-            self.topups.get(session)?.as_ref()
-        });
-        by_subscription.map(|s| s.user_id.clone()).or(by_customer).or_else(|| by_topup.map(|t| t.user_id.clone()))
+        let named = owner.and_then(|o| o.user_id.clone());
+        let of = |map: &HashMap<String, Option<String>>, key: Option<&str>| map.get(key?)?.clone();
+        named
+            .or_else(|| of(&self.subscription_users, kind.subscription_id()))
+            .or_else(|| of(&self.customers, owner.and_then(|o| o.customer.as_deref())))
+            .or_else(|| of(&self.intent_users, kind.payment_intent()))
     }
 
     /// Takes what the credit rules changed.
@@ -478,6 +500,7 @@ impl<'c> Unit<'c> {
             self.post(changes.ledger);
         }
         if let Some(s) = changes.subscription {
+            self.subscription_users.insert(s.id.clone(), Some(s.user_id.clone()));
             self.dirty_subscriptions.push(s.id.clone());
             self.subscriptions.insert(s.id.clone(), Some(s));
         }

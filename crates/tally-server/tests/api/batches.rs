@@ -8,12 +8,13 @@ use reqwest::StatusCode;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tally_stripe::fake::Shape;
 
-use crate::helpers::{Customer, Db, TestApp, now, spawn_app};
+use crate::helpers::{Customer, Db, PRO, TestApp, now, spawn_app};
 use crate::on_both_backends;
 
 on_both_backends!(
     concurrent_topups_and_spends_of_many_users_each_count_once,
     a_write_the_database_refuses_fails_alone_and_its_batch_commits,
+    two_processes_on_one_database_grant_a_period_once,
 );
 
 async fn concurrent_topups_and_spends_of_many_users_each_count_once(db: Db) {
@@ -104,4 +105,57 @@ async fn a_write_the_database_refuses_fails_alone_and_its_batch_commits(db: Db) 
         }
     }
     panic!("the poisoned spend never shared a batch with another");
+}
+
+/// A second tally process (here: a second store with its own writer, as `tally sync`
+/// would have) applying the first invoice while the server applies the checkout of the
+/// same subscription. On Postgres a third connection holds the account meanwhile, so
+/// both writers have read what they can and wait for it: each must read the period
+/// only once it holds the account, or the second would try to grant it again.
+async fn two_processes_on_one_database_grant_a_period_once(db: Db) {
+    let app = spawn_app(db).await;
+    let other = tally_store::Store::connect(&app.database_url).await.unwrap();
+    let catalog = app.catalog();
+    for round in 0..4 {
+        let user = format!("user{round}");
+        app.spend(&user, 1, "opens-the-account").await;
+        let c = Customer::new(&user, Shape::V2026);
+        let (t, sub) = (now(), format!("sub_{round}"));
+        let checkout = c.checkout(&format!("cs_{round}"), &sub, "pro", "paid", t);
+        let mut invoice = c.invoice("invoice.paid", &format!("in_{round}"), &sub, PRO, "subscription_create", t, t);
+        invoice["data"]["object"]["parent"]["subscription_details"]["metadata"]["user_id"] = user.clone().into();
+        let payload = invoice.to_string();
+        let parsed = tally_stripe::parse_event(payload.as_bytes()).unwrap();
+        let mut holder = match app.database_url.starts_with("postgres") {
+            true => Some(PgConnection::connect(&app.database_url).await.unwrap()),
+            false => None,
+        };
+        if let Some(conn) = holder.as_mut() {
+            sqlx::raw_sql("begin").execute(&mut *conn).await.unwrap();
+            sqlx::query("update accounts set updated_at = updated_at where user_id = $1")
+                .bind(&user)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        let release = async {
+            if let Some(mut conn) = holder {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                sqlx::raw_sql("commit").execute(&mut conn).await.unwrap();
+            }
+        };
+        let (by_app, by_other, ()) = tokio::join!(
+            app.post_event(&checkout),
+            tally_server::ingest_parsed(&other, &catalog, &parsed, &payload),
+            release
+        );
+        assert_eq!(by_app.0, StatusCode::OK, "{}", by_app.1);
+        // The second writer must find the period granted (an error here is its attempt to
+        // grant it again, refused by the ledger's unique reference).
+        by_other.unwrap();
+        assert_eq!(app.balance(&user).await, ("pro".into(), 2_500, 0), "round {round}");
+    }
+    let splits = app.store.write_stats().split.load(Relaxed) + other.write_stats().split.load(Relaxed);
+    assert_eq!(splits, 0, "no writer ever tried to grant the period a second time");
+    app.assert_books_balance().await;
 }
