@@ -62,7 +62,9 @@ pub struct Unit<'c> {
     dirty_periods: Vec<(String, i64)>,
     dirty_topups: Vec<String>,
     pub events: Vec<NewEventRow>,
-    pub outcomes: Vec<(String, IngestOutcome)>,
+    /// Stored events delivered again: the new outcome if applied again, and the
+    /// deliveries beyond the one `claim` counted.
+    pub outcomes: Vec<(String, Option<IngestOutcome>, i64)>,
 }
 
 /// `$from, $from+1, ...`, `n` of them.
@@ -307,7 +309,9 @@ impl<'c> Unit<'c> {
              where status = 'held' and expires_at > $1 and user_id in ({}) group by user_id",
             placeholders(2, want.len())
         );
-        let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(self.t);
+        // Holds are counted at the time of reading, after the accounts are locked (a batch
+        // may have waited for a lock while a hold expired).
+        let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(crate::now());
         for user in &want {
             query = query.bind(*user);
         }
@@ -652,16 +656,24 @@ impl<'c> Unit<'c> {
         Ok(())
     }
 
-    /// New outcomes of stored events applied again (unmatched or failed before).
+    /// New outcomes of stored events applied again (unmatched or failed before), and
+    /// deliveries of stored events beyond the first in this batch.
     async fn write_outcomes(&mut self) -> Result<(), StoreError> {
-        for (id, o) in &self.outcomes {
-            sqlx::query("update events set outcome = $2, note = $3, user_id = $4 where id = $1")
+        for (id, outcome, redeliveries) in &self.outcomes {
+            let query = match outcome {
+                Some(o) => sqlx::query(
+                    "update events set outcome = $3, note = $4, user_id = $5, attempts = attempts + $2 where id = $1",
+                )
                 .bind(id)
+                .bind(redeliveries)
                 .bind(o.outcome.as_str())
                 .bind(o.note.as_deref())
-                .bind(o.user_id.as_deref())
-                .execute(&mut *self.conn)
-                .await?;
+                .bind(o.user_id.as_deref()),
+                None => {
+                    sqlx::query("update events set attempts = attempts + $2 where id = $1").bind(id).bind(redeliveries)
+                }
+            };
+            query.execute(&mut *self.conn).await?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! locks, inside one transaction, and nothing is answered before it commits. Under no
 //! load a batch is one job, so nothing waits for company.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -142,7 +142,10 @@ async fn write_and_answer(pool: AnyPool, jobs: Vec<Job>, replies: Vec<Reply>, st
             }
         }
         // Anything else may be one job's doing: each alone, so only its request fails.
-        Err(e) if jobs.len() > 1 => {
+        // A unique key taken meanwhile by another process (an event it stored, a ledger
+        // reference) is a conflict: a fresh transaction reads what it committed, so
+        // even a batch of one is written again, once.
+        Err(e) if jobs.len() > 1 || matches!(e, StoreError::Conflict(_)) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "batch failed; writing its jobs one by one");
             stats.split.fetch_add(1, Ordering::Relaxed);
             for (job, reply) in jobs.into_iter().zip(replies) {
@@ -172,7 +175,7 @@ async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Result<Done, StoreErr
         Ok(_) => "committed",
         Err(StoreError::Unavailable(_)) => "unavailable",
         // Its jobs are written again one by one.
-        Err(_) if jobs.len() > 1 => "split",
+        Err(e) if jobs.len() > 1 || matches!(e, StoreError::Conflict(_)) => "split",
         Err(_) => "failed",
     };
     // jobs_total / batches_total is the mean batch size.
@@ -180,6 +183,45 @@ async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Result<Done, StoreErr
     metrics::counter!("tally_write_jobs_total").increment(jobs.len() as u64);
     tracing::debug!(jobs = jobs.len(), elapsed = ?start.elapsed(), ended, "batch");
     result
+}
+
+/// An event id the batch was delivered, and what became of it.
+#[derive(Default)]
+struct Delivered<'a> {
+    delivery: Option<&'a Delivery>,
+    /// The outcome stored before this batch; `None` for an event new to the inbox.
+    stored: Option<String>,
+    /// The outcome of its latest application in this batch.
+    outcome: Option<IngestOutcome>,
+    /// Deliveries in this batch after the first.
+    redeliveries: i64,
+}
+
+impl Delivered<'_> {
+    fn outcome_so_far(&self) -> Option<&str> {
+        self.outcome.as_ref().map(|o| o.outcome.as_str()).or(self.stored.as_deref())
+    }
+
+    /// Hands the event's row to the unit: a new event is stored with its outcome, a
+    /// stored one gets its new outcome (if applied again) and its deliveries counted.
+    fn keep(self, unit: &mut Unit<'_>) {
+        let Some(d) = self.delivery else { return };
+        match (self.stored, self.outcome) {
+            (None, Some(outcome)) => unit.events.push(NewEventRow {
+                id: d.id.clone(),
+                event_type: d.event_type.clone(),
+                created: d.created,
+                livemode: d.livemode,
+                payload: d.payload.clone(),
+                outcome,
+                attempts: 1 + self.redeliveries,
+            }),
+            (Some(_), outcome) if outcome.is_some() || self.redeliveries > 0 => {
+                unit.outcomes.push((d.id.clone(), outcome, self.redeliveries));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What a job leaves before the batch is written: a spend's billing still needs the
@@ -217,12 +259,29 @@ async fn apply(conn: &mut AnyConnection, jobs: &[Job]) -> Result<Vec<Result<Done
     unit.prefetch(&to_apply, &users, &references, &jobs[0].catalog).await?;
 
     let mut pending = Vec::with_capacity(jobs.len());
-    let mut seen = HashSet::new();
+    let mut inbox: Vec<Delivered> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for job in jobs {
         match &job.work {
             Work::Ingest(d) => {
-                let prior = stored.get(&d.id);
-                if !seen.insert(d.id.as_str()) || prior.is_some_and(|o| !Outcome::retryable(o)) {
+                // A second delivery of an id within the batch is a redelivery like any
+                // other: applied again if the first left it unmatched or failed.
+                let i = match index.get(d.id.as_str()) {
+                    Some(&i) => {
+                        inbox[i].redeliveries += 1;
+                        i
+                    }
+                    None => {
+                        index.insert(&d.id, inbox.len());
+                        inbox.push(Delivered {
+                            delivery: Some(d),
+                            stored: stored.get(&d.id).cloned(),
+                            ..Delivered::default()
+                        });
+                        inbox.len() - 1
+                    }
+                };
+                if inbox[i].outcome_so_far().is_some_and(|o| !Outcome::retryable(o)) {
                     let duplicate = IngestOutcome { outcome: Outcome::Duplicate, user_id: None, note: None };
                     pending.push(Ok(Pending::Ingested(duplicate)));
                     continue;
@@ -233,22 +292,14 @@ async fn apply(conn: &mut AnyConnection, jobs: &[Job]) -> Result<Vec<Result<Done
                         IngestOutcome { outcome: Outcome::Failed, user_id: None, note: Some(reason.clone()) }
                     }
                 };
-                match prior {
-                    Some(_) => unit.outcomes.push((d.id.clone(), outcome.clone())),
-                    None => unit.events.push(NewEventRow {
-                        id: d.id.clone(),
-                        event_type: d.event_type.clone(),
-                        created: d.created,
-                        livemode: d.livemode,
-                        payload: d.payload.clone(),
-                        outcome: outcome.clone(),
-                        attempts: 1,
-                    }),
-                }
+                inbox[i].outcome = Some(outcome.clone());
                 pending.push(Ok(Pending::Ingested(outcome)));
             }
             Work::Once(once) => pending.push(apply_once(&mut unit, once, &job.catalog).await?.map(Pending::Account)),
         }
+    }
+    for delivered in inbox {
+        delivered.keep(&mut unit);
     }
     unit.flush().await?;
     let views = unit.subscription_views(&users).await?;

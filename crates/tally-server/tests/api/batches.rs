@@ -15,6 +15,8 @@ on_both_backends!(
     concurrent_topups_and_spends_of_many_users_each_count_once,
     a_write_the_database_refuses_fails_alone_and_its_batch_commits,
     two_processes_on_one_database_grant_a_period_once,
+    a_redelivery_in_the_same_batch_applies_what_was_unmatched,
+    one_event_through_two_processes_is_applied_once,
 );
 
 async fn concurrent_topups_and_spends_of_many_users_each_count_once(db: Db) {
@@ -109,9 +111,9 @@ async fn a_write_the_database_refuses_fails_alone_and_its_batch_commits(db: Db) 
 
 /// A second tally process (here: a second store with its own writer, as `tally sync`
 /// would have) applying the first invoice while the server applies the checkout of the
-/// same subscription. On Postgres a third connection holds the account meanwhile, so
-/// both writers have read what they can and wait for it: each must read the period
-/// only once it holds the account, or the second would try to grant it again.
+/// same subscription. A third connection holds the account meanwhile, so both writers
+/// have read what they can and wait for it: each must read the period only once it
+/// holds the account, or the second would try to grant it again.
 async fn two_processes_on_one_database_grant_a_period_once(db: Db) {
     let app = spawn_app(db).await;
     let other = tally_store::Store::connect(&app.database_url).await.unwrap();
@@ -126,24 +128,7 @@ async fn two_processes_on_one_database_grant_a_period_once(db: Db) {
         invoice["data"]["object"]["parent"]["subscription_details"]["metadata"]["user_id"] = user.clone().into();
         let payload = invoice.to_string();
         let parsed = tally_stripe::parse_event(payload.as_bytes()).unwrap();
-        let mut holder = match app.database_url.starts_with("postgres") {
-            true => Some(PgConnection::connect(&app.database_url).await.unwrap()),
-            false => None,
-        };
-        if let Some(conn) = holder.as_mut() {
-            sqlx::raw_sql("begin").execute(&mut *conn).await.unwrap();
-            sqlx::query("update accounts set updated_at = updated_at where user_id = $1")
-                .bind(&user)
-                .execute(&mut *conn)
-                .await
-                .unwrap();
-        }
-        let release = async {
-            if let Some(mut conn) = holder {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                sqlx::raw_sql("commit").execute(&mut conn).await.unwrap();
-            }
-        };
+        let release = Hold::start(&app, &user).await.end_after(200);
         let (by_app, by_other, ()) = tokio::join!(
             app.post_event(&checkout),
             tally_server::ingest_parsed(&other, &catalog, &parsed, &payload),
@@ -157,5 +142,97 @@ async fn two_processes_on_one_database_grant_a_period_once(db: Db) {
     }
     let splits = app.store.write_stats().split.load(Relaxed) + other.write_stats().split.load(Relaxed);
     assert_eq!(splits, 0, "no writer ever tried to grant the period a second time");
+    app.assert_books_balance().await;
+}
+
+/// Holds an account (Postgres: its row; SQLite: the whole file) from another connection,
+/// so that the writer's next batch waits and the requests sent meanwhile queue up.
+enum Hold {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl Hold {
+    async fn start(app: &TestApp, user: &str) -> Hold {
+        if let Some(path) = app.database_url.strip_prefix("sqlite://") {
+            let mut conn = SqliteConnection::connect(&format!("sqlite://{path}")).await.unwrap();
+            sqlx::raw_sql("begin exclusive").execute(&mut conn).await.unwrap();
+            Hold::Sqlite(conn)
+        } else {
+            let mut conn = PgConnection::connect(&app.database_url).await.unwrap();
+            sqlx::raw_sql("begin").execute(&mut conn).await.unwrap();
+            sqlx::query("update accounts set updated_at = updated_at where user_id = $1")
+                .bind(user)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Hold::Postgres(conn)
+        }
+    }
+
+    async fn end_after(self, ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        match self {
+            Hold::Sqlite(mut conn) => {
+                sqlx::raw_sql("commit").execute(&mut conn).await.unwrap();
+            }
+            Hold::Postgres(mut conn) => {
+                sqlx::raw_sql("commit").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Sends `requests` in order, `gap_ms` apart, while the writer is stuck behind a held
+/// account: they reach it as one batch, in that order.
+async fn one_batch(app: &TestApp, requests: &[serde_json::Value]) -> Vec<(StatusCode, serde_json::Value)> {
+    app.spend("blocker", 1, "opens-the-account").await;
+    let hold = Hold::start(app, "blocker").await;
+    let blocked = app.spend("blocker", 1, "waits-for-the-hold");
+    let queued = join_all(requests.iter().enumerate().map(|(i, event)| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50 * (i as u64 + 1))).await;
+        app.post_event(event).await
+    }));
+    let release = hold.end_after(50 * (requests.len() as u64 + 2));
+    let (blocked, answers, ()) = tokio::join!(blocked, queued, release);
+    assert_eq!(blocked.0, StatusCode::OK, "{}", blocked.1);
+    answers
+}
+
+async fn a_redelivery_in_the_same_batch_applies_what_was_unmatched(db: Db) {
+    let app = spawn_app(db).await;
+    let c = Customer::new("bob", Shape::V2026);
+    let t = now();
+    app.spend("bob", 1, "known").await;
+    let refund = c.refund("ch_1", "pi_1", 2_000, t + 10);
+    let topup = c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t);
+    let answers = one_batch(&app, &[refund.clone(), topup, refund.clone()]).await;
+    let outcomes: Vec<&str> = answers.iter().map(|(_, body)| body["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["unmatched", "applied", "applied"], "the refund's second delivery takes the top-up back");
+    assert_eq!(app.balance("bob").await, ("free".into(), 99, 0));
+    let stored = app.stored(refund["id"].as_str().unwrap()).await.unwrap();
+    assert_eq!((stored.outcome.as_str(), stored.attempts), ("applied", 2));
+    app.assert_books_balance().await;
+}
+
+async fn one_event_through_two_processes_is_applied_once(db: Db) {
+    let app = spawn_app(db).await;
+    let other = tally_store::Store::connect(&app.database_url).await.unwrap();
+    let c = Customer::new("carol", Shape::V2023);
+    app.spend("carol", 1, "opens-the-account").await;
+    let topup = c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now());
+    let payload = topup.to_string();
+    let parsed = tally_stripe::parse_event(payload.as_bytes()).unwrap();
+    let catalog = app.catalog();
+    let release = Hold::start(&app, "carol").await.end_after(200);
+    let (by_app, by_other, ()) =
+        tokio::join!(app.post_event(&topup), tally_server::ingest_parsed(&other, &catalog, &parsed, &payload), release);
+    assert_eq!(by_app.0, StatusCode::OK, "{}", by_app.1);
+    let mut outcomes =
+        [by_app.1["outcome"].as_str().unwrap().to_owned(), by_other.unwrap().outcome.as_str().to_owned()];
+    outcomes.sort();
+    assert_eq!(outcomes, ["applied", "duplicate"]);
+    assert_eq!(app.balance("carol").await, ("free".into(), 99, 1_000));
+    assert_eq!(app.stored(topup["id"].as_str().unwrap()).await.unwrap().attempts, 2);
     app.assert_books_balance().await;
 }
