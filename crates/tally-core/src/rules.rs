@@ -327,10 +327,11 @@ impl Step<'_> {
             state.current_period_end = sub.current_period_end.or(state.current_period_end);
             state.cancel_at_period_end = sub.cancel_at_period_end;
         });
-        if let (Some(plan), Some(start)) = (plan, subscription_period(sub)) {
-            if sub.status == "active" && !self.canceled() {
-                self.show_period(&sub.id, start, plan);
-            }
+        if let (Some(plan), Some(start)) = (plan, subscription_period(sub))
+            && sub.status == "active"
+            && !self.canceled()
+        {
+            self.show_period(&sub.id, start, plan);
         }
     }
 

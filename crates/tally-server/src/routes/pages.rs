@@ -77,11 +77,11 @@ async fn show_billing_page(
     };
     let mut notes = Vec::new();
     let success = query.success.as_deref() == Some("true");
-    if let (true, Some(session_id)) = (success, query.session_id.as_deref()) {
-        if let Err(e) = fulfil::checkout_session(&state, &user, session_id).await {
-            tracing::warn!(error = %e, session_id, "fulfilment on return from Checkout failed");
-            notes.push("Your payment is being confirmed; this page will show it shortly.".to_owned());
-        }
+    if let (true, Some(session_id)) = (success, query.session_id.as_deref())
+        && let Err(e) = fulfil::checkout_session(&state, &user, session_id).await
+    {
+        tracing::warn!(error = %e, session_id, "fulfilment on return from Checkout failed");
+        notes.push("Your payment is being confirmed; this page will show it shortly.".to_owned());
     }
     if state.stripe.is_none() {
         notes.push("Stripe is not configured, so purchases are off.".to_owned());
