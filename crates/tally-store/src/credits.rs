@@ -1,10 +1,11 @@
 //! Reading balances and spending credits.
 
-use tally_core::{Account, Catalog, Plan};
+use tally_core::{Account, Bucket, Catalog, CoreError, Ledger, Plan};
 
 use crate::model::{Billing, Grant, LedgerRow, Spend, SubscriptionView};
 use crate::rows;
-use crate::writer::{Change, Done, Once, Work};
+use crate::unit::Unit;
+use crate::writer::{Done, Work};
 use crate::{Store, StoreError, now};
 
 impl Store {
@@ -164,5 +165,51 @@ pub(crate) fn billing(account: Account, subscription: Option<SubscriptionView>) 
         topup_credits: account.topup_credits,
         reserved_credits: account.reserved,
         subscription,
+    }
+}
+
+/// A change to one account, made once per ledger reference.
+pub(crate) struct Once {
+    pub user_id: String,
+    pub reference: String,
+    pub change: Change,
+}
+
+pub(crate) enum Change {
+    Spend { amount: i64, reason: String },
+    Grant { bucket: Bucket, amount: i64, reason: String },
+}
+
+impl Change {
+    fn apply(&self, ledger: &mut Ledger, reference: &str) -> Result<(), CoreError> {
+        match self {
+            Change::Spend { amount, reason } => ledger.spend(*amount, reason, reference),
+            Change::Grant { bucket, amount, reason } => ledger.adjust(*bucket, *amount, reason, reference.to_owned()),
+        }
+    }
+}
+
+/// Makes the change to the user's account once per ledger reference: a repeat by the
+/// same user changes nothing; another user's reference is a conflict.
+pub(crate) async fn apply_once(
+    unit: &mut Unit<'_>,
+    once: &Once,
+    catalog: &Catalog,
+) -> Result<Result<Account, StoreError>, StoreError> {
+    let mut account = unit.account(&once.user_id, catalog).await?.account.clone();
+    account.reserved = unit.reserved(&once.user_id).await?;
+    match unit.reference_owner(&once.reference).await? {
+        Some(owner) if owner == once.user_id => Ok(Ok(account)),
+        Some(_) => Ok(Err(StoreError::Conflict("the key was used for another user".into()))),
+        None => {
+            let mut ledger = Ledger::new(account);
+            if let Err(refused) = once.change.apply(&mut ledger, &once.reference) {
+                return Ok(Err(refused.into()));
+            }
+            let account = ledger.account.clone();
+            unit.post(ledger);
+            unit.remember_reference(&once.reference, &once.user_id);
+            Ok(Ok(account))
+        }
     }
 }

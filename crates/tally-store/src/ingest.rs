@@ -9,8 +9,8 @@ use tally_core::rules::{self, Snapshot};
 use tally_core::{BillingEvent, Catalog, EventKind};
 
 use crate::model::{IngestOutcome, NewEvent, Outcome, StoredEvent, TriggerState};
-use crate::unit::{Unit, placeholders};
-use crate::writer::{Delivery, Done, Work};
+use crate::unit::{NewEventRow, Unit, placeholders};
+use crate::writer::{Done, Work};
 use crate::{Store, StoreError};
 
 impl Store {
@@ -103,6 +103,16 @@ impl Store {
     }
 }
 
+/// A verified event, owned, as it waits for the writer.
+pub(crate) struct Delivery {
+    pub id: String,
+    pub event_type: String,
+    pub created: i64,
+    pub livemode: bool,
+    pub payload: String,
+    pub event: Result<BillingEvent, String>,
+}
+
 /// Counts a new delivery of each stored event among `ids` and locks it, so concurrent
 /// deliveries of one event queue here; returns the outcome each has so far. An id not
 /// returned is new: it is stored, with its outcome, once the batch has applied it.
@@ -172,4 +182,43 @@ pub(crate) async fn apply_event(
     let note = changes.note.map(str::to_owned);
     unit.record(changes);
     Ok(IngestOutcome { outcome, user_id: Some(user_id), note })
+}
+
+/// An event id the batch was delivered, and what became of it.
+#[derive(Default)]
+pub(crate) struct Delivered<'a> {
+    pub delivery: Option<&'a Delivery>,
+    /// The outcome stored before this batch; `None` for an event new to the inbox.
+    pub stored: Option<String>,
+    /// The outcome of its latest application in this batch.
+    pub outcome: Option<IngestOutcome>,
+    /// Deliveries in this batch after the first.
+    pub redeliveries: i64,
+}
+
+impl Delivered<'_> {
+    pub fn outcome_so_far(&self) -> Option<&str> {
+        self.outcome.as_ref().map(|o| o.outcome.as_str()).or(self.stored.as_deref())
+    }
+
+    /// Hands the event's row to the unit: a new event is stored with its outcome, a
+    /// stored one gets its new outcome (if applied again) and its deliveries counted.
+    pub fn keep(self, unit: &mut Unit<'_>) {
+        let Some(d) = self.delivery else { return };
+        match (self.stored, self.outcome) {
+            (None, Some(outcome)) => unit.events.push(NewEventRow {
+                id: d.id.clone(),
+                event_type: d.event_type.clone(),
+                created: d.created,
+                livemode: d.livemode,
+                payload: d.payload.clone(),
+                outcome,
+                attempts: 1 + self.redeliveries,
+            }),
+            (Some(_), outcome) if outcome.is_some() || self.redeliveries > 0 => {
+                unit.outcomes.push((d.id.clone(), outcome, self.redeliveries));
+            }
+            _ => {}
+        }
+    }
 }

@@ -13,49 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{AnyConnection, AnyPool};
-use tally_core::{Account, BillingEvent, Bucket, Catalog, CoreError, EventKind, Ledger};
+use tally_core::{Account, Catalog, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
-use crate::credits::billing;
-use crate::ingest::{apply_event, claim};
+use crate::credits::{Once, apply_once, billing};
+use crate::ingest::{Delivered, Delivery, apply_event, claim};
 use crate::model::{Billing, IngestOutcome, Outcome};
-use crate::unit::{NewEventRow, Unit};
+use crate::unit::Unit;
 
 /// The most jobs in one transaction: enough to share a commit among all of a busy
 /// server's requests, few enough that a batch stays a few milliseconds long.
 const MAX_BATCH: usize = 64;
-
-/// A verified event, owned, as it waits for the writer.
-pub(crate) struct Delivery {
-    pub id: String,
-    pub event_type: String,
-    pub created: i64,
-    pub livemode: bool,
-    pub payload: String,
-    pub event: Result<BillingEvent, String>,
-}
-
-/// A change to one account, made once per ledger reference.
-pub(crate) struct Once {
-    pub user_id: String,
-    pub reference: String,
-    pub change: Change,
-}
-
-pub(crate) enum Change {
-    Spend { amount: i64, reason: String },
-    Grant { bucket: Bucket, amount: i64, reason: String },
-}
-
-impl Change {
-    fn apply(&self, ledger: &mut Ledger, reference: &str) -> Result<(), CoreError> {
-        match self {
-            Change::Spend { amount, reason } => ledger.spend(*amount, reason, reference),
-            Change::Grant { bucket, amount, reason } => ledger.adjust(*bucket, *amount, reason, reference.to_owned()),
-        }
-    }
-}
 
 pub(crate) enum Work {
     Ingest(Box<Delivery>),
@@ -185,45 +154,6 @@ async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Result<Done, StoreErr
     result
 }
 
-/// An event id the batch was delivered, and what became of it.
-#[derive(Default)]
-struct Delivered<'a> {
-    delivery: Option<&'a Delivery>,
-    /// The outcome stored before this batch; `None` for an event new to the inbox.
-    stored: Option<String>,
-    /// The outcome of its latest application in this batch.
-    outcome: Option<IngestOutcome>,
-    /// Deliveries in this batch after the first.
-    redeliveries: i64,
-}
-
-impl Delivered<'_> {
-    fn outcome_so_far(&self) -> Option<&str> {
-        self.outcome.as_ref().map(|o| o.outcome.as_str()).or(self.stored.as_deref())
-    }
-
-    /// Hands the event's row to the unit: a new event is stored with its outcome, a
-    /// stored one gets its new outcome (if applied again) and its deliveries counted.
-    fn keep(self, unit: &mut Unit<'_>) {
-        let Some(d) = self.delivery else { return };
-        match (self.stored, self.outcome) {
-            (None, Some(outcome)) => unit.events.push(NewEventRow {
-                id: d.id.clone(),
-                event_type: d.event_type.clone(),
-                created: d.created,
-                livemode: d.livemode,
-                payload: d.payload.clone(),
-                outcome,
-                attempts: 1 + self.redeliveries,
-            }),
-            (Some(_), outcome) if outcome.is_some() || self.redeliveries > 0 => {
-                unit.outcomes.push((d.id.clone(), outcome, self.redeliveries));
-            }
-            _ => {}
-        }
-    }
-}
-
 /// What a job leaves before the batch is written: a spend's billing still needs the
 /// subscription, read once for the whole batch after the writes.
 enum Pending {
@@ -311,29 +241,4 @@ async fn apply(conn: &mut AnyConnection, jobs: &[Job]) -> Result<Vec<Result<Done
         }
     };
     Ok(pending.into_iter().map(|p| p.map(done)).collect())
-}
-
-/// Makes the change to the user's account once per ledger reference: a repeat by the
-/// same user changes nothing; another user's reference is a conflict.
-async fn apply_once(
-    unit: &mut Unit<'_>,
-    once: &Once,
-    catalog: &Catalog,
-) -> Result<Result<Account, StoreError>, StoreError> {
-    let mut account = unit.account(&once.user_id, catalog).await?.account.clone();
-    account.reserved = unit.reserved(&once.user_id).await?;
-    match unit.reference_owner(&once.reference).await? {
-        Some(owner) if owner == once.user_id => Ok(Ok(account)),
-        Some(_) => Ok(Err(StoreError::Conflict("the key was used for another user".into()))),
-        None => {
-            let mut ledger = Ledger::new(account);
-            if let Err(refused) = once.change.apply(&mut ledger, &once.reference) {
-                return Ok(Err(refused.into()));
-            }
-            let account = ledger.account.clone();
-            unit.post(ledger);
-            unit.remember_reference(&once.reference, &once.user_id);
-            Ok(Ok(account))
-        }
-    }
 }
