@@ -22,6 +22,8 @@ pub struct Run {
     pub cpu: Cpu,
     /// Results of the state checks done after the run (empty for none).
     pub checks: Vec<Check>,
+    /// Requests per transaction of tally's writer over the run (group commit).
+    pub per_commit: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +117,7 @@ where
         latencies,
         cpu,
         checks: Vec::new(),
+        per_commit: None,
     }
 }
 
@@ -201,6 +204,7 @@ mod tests {
             latencies,
             cpu: Cpu::default(),
             checks: Vec::new(),
+            per_commit: None,
         }
     }
 

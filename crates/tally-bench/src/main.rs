@@ -146,6 +146,7 @@ impl Bench {
             });
         }
         let (tally, events, counts) = (self.tally.clone(), ing.clone(), outcomes.clone());
+        let before = self.tally.write_counters().await;
         let mut run = load::run("ingest", label, c, ing.deliveries.len(), self.pid, move |_, i| {
             let (tally, events, counts) = (tally.clone(), events.clone(), counts.clone());
             async move {
@@ -154,6 +155,7 @@ impl Bench {
             }
         })
         .await;
+        run.per_commit = per_commit(before, self.tally.write_counters().await);
         sampling.store(false, Ordering::Relaxed);
         if let Some(pid) = self.pid {
             self.ingest_rss_kib = self.ingest_rss_kib.max(peak.load(Ordering::Relaxed)).max(server::memory(pid).0);
@@ -196,11 +198,13 @@ impl Bench {
         let bodies = Arc::new(workload::spend_bodies(prefix, n, if hot { 0 } else { self.users }, HOT_USER));
         let tally = self.tally.clone();
         let name = if hot { "spend hot user" } else { "spend spread" };
+        let before = self.tally.write_counters().await;
         let mut run = load::run(name, label, c, n, self.pid, move |_, i| {
             let (tally, bodies) = (tally.clone(), bodies.clone());
             async move { tally.spend(bodies[i].clone()).await }
         })
         .await;
+        run.per_commit = per_commit(before, self.tally.write_counters().await);
         let ok = (n - run.errors) as i64;
         run.checks = vec![Check::eq(
             "spend ledger rows = spends answered 200",
@@ -808,6 +812,12 @@ async fn pgbench(
         }
     }
     Ok(table)
+}
+
+/// Requests per transaction between two readings of the writer's counters.
+fn per_commit(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<f64> {
+    let ((jobs0, batches0), (jobs1, batches1)) = (before?, after?);
+    (batches1 > batches0).then(|| (jobs1 - jobs0) / (batches1 - batches0))
 }
 
 #[cfg(test)]

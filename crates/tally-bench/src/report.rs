@@ -27,6 +27,9 @@ pub fn progress(run: &Run) -> String {
         run.cpu.rest_us,
         run.cpu.busy * 100.0,
     );
+    if let Some(n) = run.per_commit {
+        let _ = write!(line, ", {n:.1} requests per commit");
+    }
     for e in &run.first_errors {
         let _ = write!(line, "\n    error: {e}");
     }
@@ -85,13 +88,13 @@ pub fn comparison(runs: &[Run]) -> String {
 /// Where the CPU went, per operation.
 pub fn cpu(runs: &[Run]) -> String {
     let mut out = String::from(
-        "| workload | C | system | ops/s | tally µs/op | client µs/op | rest (Postgres…) µs/op | machine busy |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|\n",
+        "| workload | C | system | ops/s | tally µs/op | client µs/op | rest (Postgres…) µs/op | machine busy | requests per commit |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in runs {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% | {} |",
             r.workload,
             r.concurrency,
             r.system,
@@ -99,7 +102,8 @@ pub fn cpu(runs: &[Run]) -> String {
             r.cpu.tally_us,
             r.cpu.client_us,
             r.cpu.rest_us,
-            r.cpu.busy * 100.0
+            r.cpu.busy * 100.0,
+            r.per_commit.map_or_else(|| "–".to_owned(), |n| format!("{n:.1}"))
         );
     }
     out

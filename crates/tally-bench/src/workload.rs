@@ -213,6 +213,18 @@ impl Tally {
         }
     }
 
+    /// tally's writer so far, from /metrics: (requests, transactions).
+    pub async fn write_counters(&self) -> Option<(f64, f64)> {
+        let text = self.client.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Some((sum("tally_write_jobs_total"), sum("tally_write_batches_total")))
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, String> {
         let response = self
             .client
