@@ -1,10 +1,13 @@
 //! Reading balances and spending credits.
 
+use std::collections::HashMap;
+
+use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::{Account, Bucket, Catalog, CoreError, Ledger, Plan};
 
 use crate::model::{Billing, Grant, LedgerRow, Spend, SubscriptionView};
 use crate::rows;
-use crate::unit::Unit;
+use crate::unit::{Unit, placeholders};
 use crate::writer::{Done, Work};
 use crate::{Store, StoreError, now};
 
@@ -133,26 +136,44 @@ impl Store {
     }
 }
 
-/// The billing state of `account`, with the subscription that funds its plan (else the
-/// user's newest one).
-pub(crate) async fn billing_of(conn: &mut sqlx::AnyConnection, account: Account) -> Result<Billing, StoreError> {
-    type Row = (String, String, Option<String>, Option<i64>, i64);
-    let subscription: Option<Row> = sqlx::query_as(
-        "select id, status, plan, current_period_end, cancel_at_period_end from subscriptions
-             where user_id = $1 order by (id = $2) desc, updated_at desc, id desc limit 1",
-    )
-    .bind(&account.user_id)
-    .bind(account.funded_by.as_deref().unwrap_or(""))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let view = subscription.map(|(id, status, plan, current_period_end, cancel)| SubscriptionView {
-        id,
-        status,
-        plan: plan.as_deref().and_then(Plan::parse),
-        current_period_end,
-        cancel_at_period_end: cancel != 0,
-    });
+/// The billing state of `account`, with the subscription its billing shows.
+pub(crate) async fn billing_of(conn: &mut AnyConnection, account: Account) -> Result<Billing, StoreError> {
+    let view = subscription_views(conn, [&account]).await?.remove(&account.user_id);
     Ok(billing(account, view))
+}
+
+/// The subscription each account's billing shows: the one that funds its plan, else
+/// the user's newest; one query for all of them.
+pub(crate) async fn subscription_views<'a>(
+    conn: &mut AnyConnection,
+    accounts: impl IntoIterator<Item = &'a Account>,
+) -> Result<HashMap<String, SubscriptionView>, StoreError> {
+    let funded_by: HashMap<&str, Option<&str>> =
+        accounts.into_iter().map(|a| (a.user_id.as_str(), a.funded_by.as_deref())).collect();
+    if funded_by.is_empty() {
+        return Ok(HashMap::new());
+    }
+    type Row = (String, String, String, Option<String>, Option<i64>, i64, i64);
+    let sql = format!(
+        "select user_id, id, status, plan, current_period_end, cancel_at_period_end, updated_at
+         from subscriptions where user_id in ({})",
+        placeholders(1, funded_by.len())
+    );
+    let mut query = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
+    for user in funded_by.keys() {
+        query = query.bind(*user);
+    }
+    let mut best: HashMap<String, ((bool, i64, String), SubscriptionView)> = HashMap::new();
+    for (user, id, status, plan, current_period_end, cancel, updated_at) in query.fetch_all(&mut *conn).await? {
+        let funds = funded_by.get(user.as_str()).copied().flatten() == Some(id.as_str());
+        let rank = (funds, updated_at, id.clone());
+        let plan = plan.as_deref().and_then(Plan::parse);
+        let view = SubscriptionView { id, status, plan, current_period_end, cancel_at_period_end: cancel != 0 };
+        if best.get(&user).is_none_or(|(r, _)| rank > *r) {
+            best.insert(user, (rank, view));
+        }
+    }
+    Ok(best.into_iter().map(|(user, (_, view))| (user, view)).collect())
 }
 
 /// The billing state of `account`, shown with `subscription`.

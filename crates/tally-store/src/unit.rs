@@ -17,9 +17,9 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
 use tally_core::{Account, Catalog, Entry, EventKind, Plan};
 
-use crate::StoreError;
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::rows::{self, AccountRow};
+use crate::{StoreError, credits};
 
 /// A locked account and whether the batch changed its row.
 pub struct Held {
@@ -87,12 +87,14 @@ fn plan(s: Option<String>) -> Option<Plan> {
     s.as_deref().and_then(Plan::parse)
 }
 
-/// What an owner lookup reads: whose each key is.
+/// What an owner lookup reads: the user each key belongs to.
 #[derive(Clone, Copy)]
 enum Owned {
     Subscription,
     Customer,
     Intent,
+    /// A ledger reference (a spend's or grant's key): read after the lock, as state.
+    Reference,
 }
 
 impl Owned {
@@ -101,6 +103,7 @@ impl Owned {
             Owned::Subscription => "select id, user_id from subscriptions where id in",
             Owned::Customer => "select stripe_customer_id, user_id from accounts where stripe_customer_id in",
             Owned::Intent => "select payment_intent, user_id from topups where payment_intent in",
+            Owned::Reference => "select reference, user_id from ledger where reference in",
         }
     }
 
@@ -180,7 +183,7 @@ impl<'c> Unit<'c> {
         });
         self.load_topups("session_id", sessions).await?;
         self.load_topups("payment_intent", located.iter().filter_map(|k| k.payment_intent())).await?;
-        self.load_references(references.iter().copied()).await?;
+        Owned::Reference.load(self.conn, &mut self.references, references.iter().copied()).await?;
         let refunds = located.iter().filter(|k| matches!(k, EventKind::ChargeRefunded(_)));
         let refund_users: Vec<String> = refunds.filter_map(|k| self.known_user(k)).collect();
         self.load_reserved(users.iter().copied().chain(refund_users.iter().map(String::as_str))).await
@@ -328,31 +331,12 @@ impl<'c> Unit<'c> {
 
     /// The user whose ledger row has this reference, if any.
     pub async fn reference_owner(&mut self, reference: &str) -> Result<Option<String>, StoreError> {
-        self.load_references([reference]).await?;
+        Owned::Reference.load(self.conn, &mut self.references, [reference]).await?;
         Ok(self.references[reference].clone())
     }
 
     pub fn remember_reference(&mut self, reference: &str, user_id: &str) {
         self.references.insert(reference.to_owned(), Some(user_id.to_owned()));
-    }
-
-    async fn load_references<'k>(&mut self, references: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
-        let want = missing(references, &self.references);
-        if want.is_empty() {
-            return Ok(());
-        }
-        let sql = format!("select reference, user_id from ledger where reference in ({})", placeholders(1, want.len()));
-        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
-        for r in &want {
-            query = query.bind(*r);
-        }
-        for r in &want {
-            self.references.insert((*r).to_owned(), None);
-        }
-        for (reference, user) in query.fetch_all(&mut *self.conn).await? {
-            self.references.insert(reference, Some(user));
-        }
-        Ok(())
     }
 
     // Subscriptions and their periods
@@ -532,126 +516,123 @@ impl<'c> Unit<'c> {
     }
 
     async fn write_accounts(&mut self) -> Result<(), StoreError> {
-        let dirty: Vec<&Held> = self.accounts.values().filter(|h| h.dirty).collect();
-        for chunk in dirty.chunks(CHUNK) {
-            let sql = format!(
-                "insert into accounts (user_id, tier, plan_credits, topup_credits, funded_by, funded_at,
-                     stripe_customer_id, created_at, updated_at)
-                 values {} on conflict (user_id) do update set tier = excluded.tier,
-                     plan_credits = excluded.plan_credits, topup_credits = excluded.topup_credits,
-                     funded_by = excluded.funded_by, funded_at = excluded.funded_at,
-                     stripe_customer_id = excluded.stripe_customer_id, updated_at = excluded.updated_at",
-                value_rows(chunk.len(), 9)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for h in chunk {
-                let a = &h.account;
-                query = query.bind(&a.user_id).bind(a.tier.as_str()).bind(a.plan_credits).bind(a.topup_credits);
-                query = query.bind(a.funded_by.as_deref()).bind(a.funded_at).bind(h.customer.as_deref());
-                query = query.bind(self.t).bind(self.t);
-            }
-            query.execute(&mut *self.conn).await?;
-        }
+        let t = self.t;
+        let rows: Vec<&Held> = self.accounts.values().filter(|h| h.dirty).collect();
+        let sql = "insert into accounts (user_id, tier, plan_credits, topup_credits, funded_by, funded_at,
+                       stripe_customer_id, created_at, updated_at)
+                   values {rows} on conflict (user_id) do update set tier = excluded.tier,
+                       plan_credits = excluded.plan_credits, topup_credits = excluded.topup_credits,
+                       funded_by = excluded.funded_by, funded_at = excluded.funded_at,
+                       stripe_customer_id = excluded.stripe_customer_id, updated_at = excluded.updated_at";
+        let chunks = rows.chunks(CHUNK);
+        insert_rows(&mut *self.conn, sql, 9, chunks, |q, h| {
+            let a = &h.account;
+            q.bind(&a.user_id)
+                .bind(a.tier.as_str())
+                .bind(a.plan_credits)
+                .bind(a.topup_credits)
+                .bind(a.funded_by.as_deref())
+                .bind(a.funded_at)
+                .bind(h.customer.as_deref())
+                .bind(t)
+                .bind(t)
+        })
+        .await?;
         Ok(())
     }
 
     async fn write_entries(&mut self) -> Result<(), StoreError> {
-        for chunk in self.entries.chunks(CHUNK) {
-            let sql = format!(
-                "insert into ledger (user_id, bucket, delta, balance_after, reason, reference, created_at) values {}",
-                value_rows(chunk.len(), 7)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (user, e) in chunk {
-                query = query.bind(user).bind(e.bucket.as_str()).bind(e.delta).bind(e.balance_after);
-                query = query.bind(&e.reason).bind(&e.reference).bind(self.t);
-            }
-            query.execute(&mut *self.conn).await?;
-        }
+        let t = self.t;
+        let sql = "insert into ledger (user_id, bucket, delta, balance_after, reason, reference, created_at)
+                   values {rows}";
+        insert_rows(&mut *self.conn, sql, 7, self.entries.chunks(CHUNK), |q, (user, e)| {
+            q.bind(user)
+                .bind(e.bucket.as_str())
+                .bind(e.delta)
+                .bind(e.balance_after)
+                .bind(&e.reason)
+                .bind(&e.reference)
+                .bind(t)
+        })
+        .await?;
         Ok(())
     }
 
     async fn write_subscriptions(&mut self) -> Result<(), StoreError> {
+        let t = self.t;
         let rows: Vec<&SubscriptionState> =
             unique(&self.dirty_subscriptions).filter_map(|id| self.subscriptions.get(id.as_str())?.as_ref()).collect();
-        for chunk in rows.chunks(CHUNK) {
-            let sql = format!(
-                "insert into subscriptions (id, user_id, status, plan, current_period_end, cancel_at_period_end,
-                     state_at, updated_at)
-                 values {} on conflict (id) do update set status = excluded.status, plan = excluded.plan,
-                     current_period_end = excluded.current_period_end,
-                     cancel_at_period_end = excluded.cancel_at_period_end,
-                     state_at = excluded.state_at, updated_at = excluded.updated_at",
-                value_rows(chunk.len(), 8)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for s in chunk {
-                query = query.bind(&s.id).bind(&s.user_id).bind(&s.status).bind(s.plan.map(Plan::as_str));
-                query = query.bind(s.current_period_end).bind(i64::from(s.cancel_at_period_end));
-                query = query.bind(s.state_at).bind(self.t);
-            }
-            query.execute(&mut *self.conn).await?;
-        }
+        let sql = "insert into subscriptions (id, user_id, status, plan, current_period_end, cancel_at_period_end,
+                       state_at, updated_at)
+                   values {rows} on conflict (id) do update set status = excluded.status, plan = excluded.plan,
+                       current_period_end = excluded.current_period_end,
+                       cancel_at_period_end = excluded.cancel_at_period_end,
+                       state_at = excluded.state_at, updated_at = excluded.updated_at";
+        insert_rows(&mut *self.conn, sql, 8, rows.chunks(CHUNK), |q, s| {
+            q.bind(&s.id)
+                .bind(&s.user_id)
+                .bind(&s.status)
+                .bind(s.plan.map(Plan::as_str))
+                .bind(s.current_period_end)
+                .bind(i64::from(s.cancel_at_period_end))
+                .bind(s.state_at)
+                .bind(t)
+        })
+        .await?;
         Ok(())
     }
 
     async fn write_periods(&mut self) -> Result<(), StoreError> {
         let rows: Vec<&Period> =
             unique(&self.dirty_periods).filter_map(|(id, start)| self.periods.get(id)?.get(start)).collect();
-        for chunk in rows.chunks(CHUNK) {
-            let sql = format!(
-                "insert into periods (subscription_id, start, seen, granted) values {}
-                 on conflict (subscription_id, start) do update set seen = excluded.seen, granted = excluded.granted",
-                value_rows(chunk.len(), 4)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for p in chunk {
-                query = query.bind(&p.subscription_id).bind(p.start);
-                query = query.bind(p.seen.map(Plan::as_str)).bind(p.granted.map(Plan::as_str));
-            }
-            query.execute(&mut *self.conn).await?;
-        }
+        let sql = "insert into periods (subscription_id, start, seen, granted) values {rows}
+                   on conflict (subscription_id, start) do update set seen = excluded.seen, granted = excluded.granted";
+        insert_rows(&mut *self.conn, sql, 4, rows.chunks(CHUNK), |q, p| {
+            q.bind(&p.subscription_id).bind(p.start).bind(p.seen.map(Plan::as_str)).bind(p.granted.map(Plan::as_str))
+        })
+        .await?;
         Ok(())
     }
 
     async fn write_topups(&mut self) -> Result<(), StoreError> {
         let rows: Vec<&Topup> =
             unique(&self.dirty_topups).filter_map(|id| self.topups.get(id.as_str())?.as_ref()).collect();
-        for chunk in rows.chunks(CHUNK) {
-            let sql = format!(
-                "insert into topups (session_id, user_id, payment_intent, credits, refunded_credits) values {}
-                 on conflict (session_id) do update set refunded_credits = excluded.refunded_credits",
-                value_rows(chunk.len(), 5)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for t in chunk {
-                query = query.bind(&t.session_id).bind(&t.user_id).bind(t.payment_intent.as_deref());
-                query = query.bind(t.credits).bind(t.refunded_credits);
-            }
-            query.execute(&mut *self.conn).await?;
-        }
+        let sql = "insert into topups (session_id, user_id, payment_intent, credits, refunded_credits) values {rows}
+                   on conflict (session_id) do update set refunded_credits = excluded.refunded_credits";
+        insert_rows(&mut *self.conn, sql, 5, rows.chunks(CHUNK), |q, t| {
+            q.bind(&t.session_id)
+                .bind(&t.user_id)
+                .bind(t.payment_intent.as_deref())
+                .bind(t.credits)
+                .bind(t.refunded_credits)
+        })
+        .await?;
         Ok(())
     }
 
     /// Stores the batch's new events with their outcomes. An id that is stored already
     /// was stored by another process while this batch ran: the batch must not commit.
     async fn write_events(&mut self) -> Result<(), StoreError> {
-        for chunk in by_size(&self.events, |e| e.payload.len()) {
-            let sql = format!(
-                "insert into events (id, type, created, livemode, payload, outcome, note, user_id, received_at, attempts)
-                 values {} on conflict (id) do nothing returning id",
-                value_rows(chunk.len(), 10)
-            );
-            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-            for e in chunk {
-                query = query.bind(&e.id).bind(&e.event_type).bind(e.created).bind(i64::from(e.livemode));
-                query = query.bind(&e.payload).bind(e.outcome.outcome.as_str()).bind(e.outcome.note.as_deref());
-                query = query.bind(e.outcome.user_id.as_deref()).bind(self.t).bind(e.attempts);
-            }
-            let stored = query.fetch_all(&mut *self.conn).await?.len();
-            if stored != chunk.len() {
-                return Err(StoreError::Conflict("an event was stored by another delivery meanwhile".into()));
-            }
+        let t = self.t;
+        let sql = "insert into events (id, type, created, livemode, payload, outcome, note, user_id, received_at,
+                       attempts)
+                   values {rows} on conflict (id) do nothing";
+        let chunks = by_size(&self.events, |e| e.payload.len());
+        let stored = insert_rows(&mut *self.conn, sql, 10, chunks, |q, e| {
+            q.bind(&e.id)
+                .bind(&e.event_type)
+                .bind(e.created)
+                .bind(i64::from(e.livemode))
+                .bind(&e.payload)
+                .bind(e.outcome.outcome.as_str())
+                .bind(e.outcome.note.as_deref())
+                .bind(e.outcome.user_id.as_deref())
+                .bind(t)
+                .bind(e.attempts)
+        })
+        .await?;
+        if stored != self.events.len() as u64 {
+            return Err(StoreError::Conflict("an event was stored by another delivery meanwhile".into()));
         }
         Ok(())
     }
@@ -678,40 +659,37 @@ impl<'c> Unit<'c> {
         Ok(())
     }
 
-    /// The subscription each of these users' billing shows: the one funding the plan,
-    /// else the newest. Read after [`Unit::flush`], so it includes the batch's changes.
+    /// The subscription each of these users' billing shows. Read after [`Unit::flush`],
+    /// so it includes the batch's changes.
     pub async fn subscription_views(
         &mut self,
         users: &[&str],
     ) -> Result<HashMap<String, SubscriptionView>, StoreError> {
-        let users = missing(users.iter().copied(), &HashMap::<String, ()>::new());
-        let mut views = HashMap::new();
-        if users.is_empty() {
-            return Ok(views);
-        }
-        type Row = (String, String, String, Option<String>, Option<i64>, i64, i64);
-        let sql = format!(
-            "select user_id, id, status, plan, current_period_end, cancel_at_period_end, updated_at
-             from subscriptions where user_id in ({})",
-            placeholders(1, users.len())
-        );
-        let mut query = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
-        for user in &users {
-            query = query.bind(*user);
-        }
-        let mut best: HashMap<String, ((bool, i64, String), SubscriptionView)> = HashMap::new();
-        for (user, id, status, p, current_period_end, cancel, updated_at) in query.fetch_all(&mut *self.conn).await? {
-            let funds = self.accounts.get(&user).is_some_and(|h| h.account.funded_by.as_deref() == Some(id.as_str()));
-            let rank = (funds, updated_at, id.clone());
-            let view =
-                SubscriptionView { id, status, plan: plan(p), current_period_end, cancel_at_period_end: cancel != 0 };
-            if best.get(&user).is_none_or(|(r, _)| rank > *r) {
-                best.insert(user, (rank, view));
-            }
-        }
-        views.extend(best.into_iter().map(|(user, (_, view))| (user, view)));
-        Ok(views)
+        let accounts = users.iter().filter_map(|u| self.accounts.get(*u)).map(|h| &h.account);
+        credits::subscription_views(&mut *self.conn, accounts).await
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Runs `sql` once per chunk, its `{rows}` replaced by a row of `cols` parameters for
+/// each row, bound by `bind`; returns the rows the database inserted or updated.
+async fn insert_rows<'q, T: 'q>(
+    conn: &mut AnyConnection,
+    sql: &str,
+    cols: usize,
+    chunks: impl IntoIterator<Item = &'q [T]>,
+    bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> Result<u64, StoreError> {
+    let mut affected = 0;
+    for chunk in chunks {
+        let mut query = sqlx::query(AssertSqlSafe(sql.replace("{rows}", &value_rows(chunk.len(), cols))));
+        for row in chunk {
+            query = bind(query, row);
+        }
+        affected += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(affected)
 }
 
 /// Most bytes of payload per statement: a larger one leaves the socket in more than one
