@@ -50,7 +50,10 @@ impl Store {
         catalog: &Catalog,
     ) -> Result<String, StoreError> {
         let mut tx = self.pool.begin().await?;
-        rows::open_and_lock(&mut tx, user_id, catalog).await?;
+        let mut unit = Unit::new(&mut tx);
+        unit.account(user_id, catalog).await?;
+        // A new account's opening row.
+        unit.flush().await?;
         let kept: Option<String> = sqlx::query_scalar(
             "update accounts set stripe_customer_id = coalesce(stripe_customer_id, $2) where user_id = $1
              returning stripe_customer_id",

@@ -8,6 +8,7 @@ use tally_core::{Catalog, Ledger};
 use crate::credits::billing_of;
 use crate::model::{Reservation, ReservationState, Reserve};
 use crate::rows;
+use crate::unit::Unit;
 use crate::{Store, StoreError, now};
 
 type Row = (String, String, i64, Option<i64>, String, i64);
@@ -28,13 +29,14 @@ impl Store {
     pub async fn reserve(&self, req: Reserve<'_>, catalog: &Catalog) -> Result<ReservationState, StoreError> {
         let t = now();
         let mut tx = self.pool.begin().await?;
-        let mut account = rows::open_and_lock(&mut tx, req.user_id, catalog).await?;
-        account.reserved = rows::reserved_credits(&mut tx, req.user_id, None, t).await?;
+        let mut unit = Unit::new(&mut tx);
+        let mut account = unit.account(req.user_id, catalog).await?.account.clone();
+        account.reserved = rows::reserved_credits(unit.conn(), req.user_id, None, t).await?;
         let existing: Option<Row> = sqlx::query_as(
             "select id, user_id, amount, committed, status, expires_at from reservations where idempotency_key = $1",
         )
         .bind(req.idempotency_key)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(unit.conn())
         .await?;
         let (found, account) = match existing {
             Some(row) if row.1 != req.user_id => {
@@ -56,9 +58,10 @@ impl Store {
                 .bind(req.amount)
                 .bind(expires_at)
                 .bind(t)
-                .execute(&mut *tx)
+                .execute(unit.conn())
                 .await?;
-                rows::write_ledger(&mut tx, &ledger).await?;
+                let account = ledger.account.clone();
+                unit.post(ledger);
                 let held = Reservation {
                     reservation_id: id,
                     user_id: req.user_id.to_owned(),
@@ -67,10 +70,11 @@ impl Store {
                     status: "held".into(),
                     expires_at,
                 };
-                (held, ledger.account)
+                (held, account)
             }
         };
-        let billing = billing_of(&mut tx, account).await?;
+        unit.flush().await?;
+        let billing = billing_of(unit.conn(), account).await?;
         tx.commit().await?;
         Ok(ReservationState { reservation: found, billing })
     }
@@ -99,9 +103,10 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("reservation {id}")))?;
         // Lock the account first, then read the hold: a concurrent settle waits here.
-        let mut account = rows::open_and_lock(&mut tx, &user_id, catalog).await?;
-        account.reserved = rows::reserved_credits(&mut tx, &user_id, Some(id), t).await?;
-        let row: Row = fetch(&mut tx, id).await?;
+        let mut unit = Unit::new(&mut tx);
+        let mut account = unit.account(&user_id, catalog).await?.account.clone();
+        account.reserved = rows::reserved_credits(unit.conn(), &user_id, Some(id), t).await?;
+        let row: Row = fetch(unit.conn(), id).await?;
         let held = row.2;
         let current = reservation(row, t);
         let mut ledger = Ledger::new(account);
@@ -118,17 +123,20 @@ impl Store {
             }
             ("expired", _) => {
                 // Freed by time already; record it once, then answer that it is gone.
-                mark(&mut tx, id, "expired", None, t).await?;
+                mark(unit.conn(), id, "expired", None, t).await?;
                 ledger.release(held, "expire", &format!("expire:{id}"));
-                rows::write_ledger(&mut tx, &ledger).await?;
+                unit.post(ledger);
+                unit.flush().await?;
                 tx.commit().await?;
                 return Err(StoreError::Settled("expired".into()));
             }
             (settled, _) => return Err(StoreError::Settled(settled.to_owned())),
         };
-        mark(&mut tx, id, status, committed, t).await?;
-        rows::write_ledger(&mut tx, &ledger).await?;
-        let billing = billing_of(&mut tx, ledger.account).await?;
+        mark(unit.conn(), id, status, committed, t).await?;
+        let account = ledger.account.clone();
+        unit.post(ledger);
+        unit.flush().await?;
+        let billing = billing_of(unit.conn(), account).await?;
         tx.commit().await?;
         Ok(ReservationState { reservation: Reservation { status: status.to_owned(), committed, ..current }, billing })
     }

@@ -157,6 +157,11 @@ impl<'c> Unit<'c> {
         }
     }
 
+    /// The transaction's connection, for the statements of one kind of job (holds).
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        self.conn
+    }
+
     /// Reads in bulk what these events and these users' spends will touch: whose they
     /// are, then (with those accounts locked) the state the rules decide on.
     pub async fn prefetch(

@@ -14,6 +14,7 @@ on_both_backends!(
     thirty_two_spends_of_one_on_a_balance_of_ten,
     an_unavailable_database_is_503_and_the_retry_applies_once,
     a_spend_while_the_database_is_down_is_503_and_the_retry_spends_once,
+    a_hold_and_its_commit_while_the_database_is_down_are_503_and_the_retries_count_once,
 );
 
 async fn the_same_event_from_16_clients_is_applied_once(db: Db) {
@@ -136,5 +137,33 @@ async fn a_spend_while_the_database_is_down_is_503_and_the_retry_spends_once(db:
     let (again, body) = app.spend("carl", 30, "k1").await;
     assert_eq!((first, again), (StatusCode::OK, StatusCode::OK));
     assert_eq!(body["credits"], 70);
+    app.assert_books_balance().await;
+}
+
+async fn a_hold_and_its_commit_while_the_database_is_down_are_503_and_the_retries_count_once(db: Db) {
+    let app = spawn_app(db).await;
+    app.billing("dora").await;
+    let outage = Outage::start(&app).await;
+    let (status, body) = app.reserve("dora", 30, "r1", 60).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    outage.end().await;
+    let (first, held) = app.reserve("dora", 30, "r1", 60).await;
+    let (again, same) = app.reserve("dora", 30, "r1", 60).await;
+    assert_eq!((first, again), (StatusCode::OK, StatusCode::OK), "{held} {same}");
+    assert_eq!(held["reservation_id"], same["reservation_id"], "one hold for the key");
+    assert_eq!(held["billing"]["reserved_credits"], 30);
+    let id = held["reservation_id"].as_str().unwrap();
+
+    let outage = Outage::start(&app).await;
+    let (status, body) = app.commit(id, 20).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    outage.end().await;
+    assert_eq!(app.billing("dora").await["credits"], 100, "nothing taken while down");
+    let (status, body) = app.commit(id, 20).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("committed")), "{body}");
+    let (status, _) = app.commit(id, 20).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a retry after success commits nothing more");
+    let billing = app.billing("dora").await;
+    assert_eq!((billing["credits"].as_i64(), billing["reserved_credits"].as_i64()), (Some(80), Some(0)));
     app.assert_books_balance().await;
 }
