@@ -110,7 +110,8 @@ impl Bench {
         ceiling_url: Option<String>,
         users: usize,
     ) -> anyhow::Result<Bench> {
-        let store = Store::connect(database_url).await?;
+        // Reads and checks only: the catalogue the server runs with (the default) is not needed here.
+        let store = Store::connect(database_url, Default::default()).await?;
         let db = seed::pool(database_url).await?;
         Ok(Bench {
             tally: Tally::new(&base),

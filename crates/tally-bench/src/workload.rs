@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
-use tally_core::Item;
+use tally_core::catalogue::defaults;
 use tally_stripe::fake::{self, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
 
 pub const SECRET: &str = "whsec_tally_bench";
@@ -89,7 +89,7 @@ pub fn ingest(prefix: &str, n: usize, dup_ratio: f64) -> Ingest {
     Ingest { events, deliveries, duplicates }
 }
 
-fn price(item: Item) -> String {
+fn price(item: &str) -> String {
     tally_server::config::dev_price_id(item)
 }
 
@@ -108,7 +108,7 @@ fn subscription_story(shape: Shape, user: &str, upgrade: bool, now: i64) -> Vec<
             subscription: &sub,
             customer: &customer,
             user: Some(user),
-            price: &price(Item::Pro),
+            price: &price(defaults::PRO),
             billing_reason: "subscription_create",
             period_start: now,
             period_end: now + MONTH,
@@ -135,7 +135,7 @@ fn subscription_story(shape: Shape, user: &str, upgrade: bool, now: i64) -> Vec<
             id: &sub,
             customer: &customer,
             user: Some(user),
-            price: &price(if upgrade { Item::Enterprise } else { Item::Pro }),
+            price: &price(if upgrade { defaults::ENTERPRISE } else { defaults::PRO }),
             status: "active",
             start_date: now,
             period_start: now,

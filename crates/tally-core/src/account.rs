@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalogue::{Catalogue, FREE};
 use crate::error::CoreError;
-use crate::plan::{Catalog, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,7 +38,8 @@ impl Bucket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub user_id: String,
-    pub tier: Plan,
+    /// `free` or a plan id of the catalogue.
+    pub tier: String,
     pub plan_credits: i64,
     pub topup_credits: i64,
     /// The subscription whose period filled the plan bucket; its deletion ends the tier.
@@ -51,11 +52,11 @@ pub struct Account {
 
 impl Account {
     /// A new user: free tier, the free allowance in the plan bucket.
-    pub fn new_user(user_id: &str, catalog: &Catalog) -> Account {
+    pub fn new_user(user_id: &str, catalogue: &Catalogue) -> Account {
         Account {
             user_id: user_id.to_owned(),
-            tier: Plan::Free,
-            plan_credits: catalog.free_credits,
+            tier: FREE.into(),
+            plan_credits: catalogue.free.credits,
             topup_credits: 0,
             funded_by: None,
             funded_at: 0,
@@ -211,7 +212,7 @@ mod tests {
     use super::*;
 
     fn ledger(plan: i64, topup: i64) -> Ledger {
-        let mut account = Account::new_user("u", &Catalog::default());
+        let mut account = Account::new_user("u", &Catalogue::default());
         account.plan_credits = plan;
         account.topup_credits = topup;
         Ledger::new(account)

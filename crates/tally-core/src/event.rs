@@ -1,8 +1,6 @@
 //! The normalized billing event: only the fields tally acts on, read from whichever
 //! Stripe API shape delivered them (tally-stripe does the reading).
 
-use crate::plan::Item;
-
 /// A verified Stripe event, reduced to what the credit rules need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillingEvent {
@@ -52,8 +50,8 @@ pub struct CheckoutSession {
     pub mode: CheckoutMode,
     /// payment_status is `paid` (or the event is async_payment_succeeded).
     pub paid: bool,
-    /// `metadata.item`, as tally's checkout sets it.
-    pub item: Option<Item>,
+    /// `metadata.item`, as tally's checkout sets it: a plan or pack id of the catalogue.
+    pub item: Option<String>,
     pub subscription: Option<String>,
     pub payment_intent: Option<String>,
     pub owner: Owner,
@@ -74,6 +72,8 @@ pub struct Invoice {
     pub id: String,
     pub subscription: Option<String>,
     pub billing_reason: BillingReason,
+    /// What was paid (smallest unit); a first invoice of nothing starts a trial.
+    pub amount_paid: Option<i64>,
     /// The lines that pay for a subscription item's period: neither prorations nor
     /// one-off invoice items, which name other periods and prices.
     pub plan_lines: Vec<PlanLine>,

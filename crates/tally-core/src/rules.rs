@@ -6,16 +6,27 @@
 //! exactly once: the first grant of a period resets the plan bucket, a better plan later
 //! in the same period adds the difference, and anything older than the newest granted
 //! period changes nothing. So the events of one period give the same balance in
-//! whatever order they arrive.
+//! whatever order they arrive. "Best" is the catalogue's `rank`; a trial is a period
+//! of its own, named [`TRIAL_PERIOD`], that grants the plan's trial credits.
+//!
+//! An event whose price the catalogue does not have grants nothing: it is kept as
+//! unmatched with the note [`UNKNOWN_PRICE`], to apply again once the file names it.
 
 use crate::account::{Account, Bucket, Ledger};
+use crate::calendar;
+use crate::catalogue::{Catalogue, FREE, Product};
 use crate::event::{
     BillingEvent, BillingReason, Charge, CheckoutMode, CheckoutSession, EventKind, Invoice, Subscription,
 };
-use crate::plan::{Catalog, Item, Plan};
 
 /// The name of a subscription's first period.
 pub const FIRST_PERIOD: i64 = 0;
+
+/// The name of a subscription's trial, before its first paid period.
+pub const TRIAL_PERIOD: i64 = -1;
+
+/// The note of an event kept as unmatched because its price is not in the catalogue.
+pub const UNKNOWN_PRICE: &str = "unknown_price";
 
 /// A subscription as tally last saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +34,11 @@ pub struct SubscriptionState {
     pub id: String,
     pub user_id: String,
     pub status: String,
-    pub plan: Option<Plan>,
+    /// The plan id of its price, as the catalogue named it.
+    pub plan: Option<String>,
+    /// The Stripe price it was last seen on.
+    pub price_id: Option<String>,
+    pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
     /// `created` of the newest event applied to this state; 0 before any authoritative one.
@@ -38,6 +53,8 @@ impl SubscriptionState {
             user_id: user_id.to_owned(),
             status: String::new(),
             plan: None,
+            price_id: None,
+            current_period_start: None,
             current_period_end: None,
             cancel_at_period_end: false,
             state_at: 0,
@@ -55,9 +72,9 @@ pub struct Period {
     pub subscription_id: String,
     pub start: i64,
     /// The best plan the subscription showed as active in this period, paid or not yet.
-    pub seen: Option<Plan>,
+    pub seen: Option<String>,
     /// The plan whose allowance this period has granted; `None` until it is paid.
-    pub granted: Option<Plan>,
+    pub granted: Option<String>,
 }
 
 /// A paid top-up and how much of it has been refunded.
@@ -100,7 +117,8 @@ pub struct Changes {
     /// Why nothing changed, when nothing did.
     pub note: Option<&'static str>,
     /// The event is about something tally has not seen yet (a refund of a top-up whose
-    /// checkout has not arrived): it is kept as unmatched, for replay.
+    /// checkout has not arrived) or a price the catalogue does not have: it is kept as
+    /// unmatched, for replay.
     pub unmatched: bool,
 }
 
@@ -123,6 +141,9 @@ pub fn period_of(kind: &EventKind) -> Option<i64> {
 /// The period an invoice pays for: the first, or the one its plan line starts. A
 /// proration-only invoice (an upgrade billed at once) pays for no period of its own.
 fn invoice_period(invoice: &Invoice) -> Option<i64> {
+    if starts_trial(invoice) {
+        return Some(TRIAL_PERIOD);
+    }
     match invoice.billing_reason {
         BillingReason::SubscriptionCreate => Some(FIRST_PERIOD),
         BillingReason::SubscriptionCycle | BillingReason::Other => {
@@ -131,8 +152,19 @@ fn invoice_period(invoice: &Invoice) -> Option<i64> {
     }
 }
 
-/// The period a subscription object is in; the one that starts at `start_date` is the first.
+/// Whether an invoice opens a trial: the first invoice of a subscription, for nothing.
+/// (A first invoice made free by a coupon reads the same; it grants the trial credits,
+/// which default to the plan's allowance.)
+fn starts_trial(invoice: &Invoice) -> bool {
+    invoice.billing_reason == BillingReason::SubscriptionCreate && invoice.amount_paid == Some(0)
+}
+
+/// The period a subscription object is in; the one that starts at `start_date` is the
+/// first, and a trialing one is in its trial.
 fn subscription_period(sub: &Subscription) -> Option<i64> {
+    if sub.status == "trialing" {
+        return Some(TRIAL_PERIOD);
+    }
     match (sub.current_period_start, sub.start_date) {
         (Some(start), Some(first)) if start <= first => Some(FIRST_PERIOD),
         (start, _) => start,
@@ -149,9 +181,9 @@ pub fn topup_of(kind: &EventKind) -> Option<TopupKey<'_>> {
 }
 
 /// Applies one event to the state it touches.
-pub fn apply(event: &BillingEvent, snapshot: Snapshot, catalog: &Catalog) -> Changes {
+pub fn apply(event: &BillingEvent, snapshot: Snapshot, catalogue: &Catalogue) -> Changes {
     let mut step = Step {
-        catalog,
+        catalogue,
         created: event.created,
         subscription: snapshot.subscription,
         period: snapshot.period,
@@ -183,9 +215,76 @@ pub fn apply(event: &BillingEvent, snapshot: Snapshot, catalog: &Catalog) -> Cha
     step.changes
 }
 
+/// A period longer than this grants its allowance monthly (any interval above a month).
+const LONGEST_MONTH: i64 = 31 * 86_400;
+
+/// A month of a long (yearly) period after its first: due at each monthly anniversary
+/// of the period's start, granted once under [`MonthDue::reference`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthDue {
+    pub subscription_id: String,
+    pub period_start: i64,
+    /// 1 for the month after the period's first, and so on.
+    pub index: u32,
+}
+
+impl MonthDue {
+    pub fn reference(&self) -> String {
+        format!("month:{}:{}:{}", self.subscription_id, self.period_start, self.index)
+    }
+}
+
+/// The month of the subscription's current period that is due at `now`: only an
+/// active subscription whose period is longer than a month, past its first month.
+/// After downtime this is the current month alone: plan credits never roll over.
+pub fn month_due(sub: &SubscriptionState, now: i64) -> Option<MonthDue> {
+    let (start, end) = (sub.current_period_start?, sub.current_period_end?);
+    if sub.status != "active" || now >= end || end.saturating_sub(start) <= LONGEST_MONTH {
+        return None;
+    }
+    let index = calendar::month_index(start, now);
+    (index >= 1).then(|| MonthDue { subscription_id: sub.id.clone(), period_start: start, index })
+}
+
+/// Grants a due month: the plan bucket is reset to the allowance of the plan that the
+/// current period granted (`latest`), as the catalogue has it now. Only while the
+/// subscription still funds the account; once per reference, which the store checks.
+pub fn grant_month(
+    ledger: &mut Ledger,
+    sub: &SubscriptionState,
+    latest: &Period,
+    now: i64,
+    catalogue: &Catalogue,
+) -> Result<(), &'static str> {
+    let due = month_due(sub, now).ok_or("no month is due")?;
+    if ledger.account.funded_by.as_deref() != Some(sub.id.as_str()) {
+        return Err("the subscription does not fund the account");
+    }
+    let plan = latest.granted.as_deref().ok_or("the period is not paid")?;
+    let allowance = catalogue.allowance(plan).ok_or(UNKNOWN_PRICE)?;
+    ledger.reset_plan(allowance, "monthly_allowance", due.reference());
+    Ok(())
+}
+
+/// The reference of a free account's monthly reset in the calendar month of `now`.
+pub fn free_month_reference(user_id: &str, now: i64) -> String {
+    format!("free:{user_id}:{}", calendar::month_name(now))
+}
+
+/// Resets a free account's plan bucket for the month of `now`, when the catalogue's
+/// free tier resets monthly; once per [`free_month_reference`], which the store checks.
+pub fn grant_free_month(ledger: &mut Ledger, catalogue: &Catalogue, now: i64) -> Result<(), &'static str> {
+    if !catalogue.free.monthly || ledger.account.tier != FREE {
+        return Err("the account is not on a monthly free tier");
+    }
+    let reference = free_month_reference(&ledger.account.user_id, now);
+    ledger.reset_plan(catalogue.free.credits, "free_month", reference);
+    Ok(())
+}
+
 /// One event's application in progress.
 struct Step<'a> {
-    catalog: &'a Catalog,
+    catalogue: &'a Catalogue,
     created: i64,
     subscription: Option<SubscriptionState>,
     period: Option<Period>,
@@ -202,13 +301,38 @@ impl Step<'_> {
         self.changes.ledger.account.user_id.clone()
     }
 
-    fn plan_of_price(&self, price_id: Option<&str>) -> Option<Plan> {
-        price_id.and_then(|p| self.catalog.plan_for_price(p))
+    /// Keeps the event as unmatched: the catalogue has none of its prices.
+    fn unknown_price(&mut self) {
+        self.changes.unmatched = true;
+        self.ignore(UNKNOWN_PRICE);
     }
 
-    /// The best tally plan an invoice's plan lines pay for.
-    fn plan_of_invoice(&self, invoice: &Invoice) -> Option<Plan> {
-        invoice.plan_lines.iter().filter_map(|line| self.plan_of_price(line.price_id.as_deref())).max()
+    fn plan_of_price(&self, price_id: Option<&str>) -> Option<String> {
+        price_id.and_then(|p| self.catalogue.plan_of_price(p)).map(|plan| plan.id.clone())
+    }
+
+    /// The better of two plans by rank; `a` when neither is better.
+    fn best(&self, a: String, b: String) -> String {
+        if self.catalogue.better(&b, &a) { b } else { a }
+    }
+
+    /// The best plan an invoice's plan lines pay for.
+    fn plan_of_invoice(&self, invoice: &Invoice) -> Option<String> {
+        let plans = invoice.plan_lines.iter().filter_map(|line| self.plan_of_price(line.price_id.as_deref()));
+        plans.reduce(|a, b| self.best(a, b))
+    }
+
+    /// Whether the invoice names a price, none of which the catalogue has.
+    fn invoice_has_unknown_price(invoice: &Invoice) -> bool {
+        invoice.plan_lines.iter().any(|line| line.price_id.is_some())
+    }
+
+    /// The plan bucket a period of `plan` grants: its trial credits in a trial.
+    fn allowance(&self, plan: &str, period_start: i64) -> Option<i64> {
+        match self.catalogue.plan(plan) {
+            Some(p) if period_start == TRIAL_PERIOD => Some(p.trial_allowance()),
+            _ => self.catalogue.allowance(plan),
+        }
     }
 
     fn canceled(&self) -> bool {
@@ -238,16 +362,20 @@ impl Step<'_> {
         if !session.paid {
             return self.ignore("checkout not paid");
         }
-        let plan = session.item.and_then(Item::plan).or_else(|| self.subscription.as_ref().and_then(|s| s.plan));
-        let Some(plan) = plan else {
-            return self.ignore("checkout names no plan");
+        let item_plan = session.item.as_deref().and_then(|id| self.catalogue.plan(id)).map(|p| p.id.clone());
+        let Some(plan) = item_plan.or_else(|| self.subscription.as_ref().and_then(|s| s.plan.clone())) else {
+            return match session.item {
+                // tally's checkout named a plan the catalogue no longer has.
+                Some(_) => self.unknown_price(),
+                None => self.ignore("checkout names no plan"),
+            };
         };
         if self.subscription.is_none() {
             // Known only from checkout so far: the subscription's own events carry its
             // authoritative state, so this row must not look newer than they are.
             let state = SubscriptionState {
                 status: "active".into(),
-                plan: Some(plan),
+                plan: Some(plan.clone()),
                 ..SubscriptionState::new(sub_id, &self.user_id())
             };
             self.subscription = Some(state.clone());
@@ -260,14 +388,17 @@ impl Step<'_> {
         if !session.paid {
             return self.ignore("checkout not paid");
         }
-        if session.item != Some(Item::Topup) {
+        let Some(item) = session.item.as_deref() else {
             // tally's own checkout always names the item; other payments are not ours.
-            return self.ignore("payment checkout for an item that is not a top-up");
-        }
+            return self.ignore("payment checkout names no pack");
+        };
+        let Some(Product::Pack(pack)) = self.catalogue.item(item) else {
+            return self.unknown_price();
+        };
         if existing.is_some() {
             return self.ignore("top-up already granted");
         }
-        let credits = self.catalog.topup.credits;
+        let credits = pack.credits;
         self.changes.ledger.post(Bucket::Topup, credits, "topup", format!("topup:{}", session.id));
         self.changes.topup = Some(Topup {
             session_id: session.id.clone(),
@@ -283,14 +414,24 @@ impl Step<'_> {
             return self.ignore("invoice without a subscription");
         };
         let line_plan = self.plan_of_invoice(invoice);
+        if line_plan.is_none() && Self::invoice_has_unknown_price(invoice) {
+            return self.unknown_price();
+        }
         if line_plan.is_none() && self.subscription.is_none() {
             return self.ignore("invoice is not for a tally plan");
         }
+        let line = invoice.plan_lines.iter().find(|line| line.period_start.is_some());
+        let trial = starts_trial(invoice);
         self.observe(sub_id, |state| {
-            state.status = "active".into();
-            state.plan = line_plan.or(state.plan);
+            state.status = if trial { "trialing" } else { "active" }.into();
+            state.plan = line_plan.clone().or(state.plan.take());
+            if let Some(line) = line {
+                state.price_id = line.price_id.clone().or(state.price_id.take());
+                state.current_period_start = line.period_start;
+                state.current_period_end = line.period_end.or(state.current_period_end);
+            }
         });
-        let Some(plan) = line_plan.or_else(|| self.subscription.as_ref().and_then(|s| s.plan)) else {
+        let Some(plan) = line_plan.or_else(|| self.subscription.as_ref().and_then(|s| s.plan.clone())) else {
             return self.ignore("invoice price is not a tally plan");
         };
         match invoice_period(invoice) {
@@ -305,11 +446,15 @@ impl Step<'_> {
         };
         let plan = self.plan_of_invoice(invoice);
         if plan.is_none() && self.subscription.is_none() {
-            return self.ignore("invoice is not for a tally plan");
+            return if Self::invoice_has_unknown_price(invoice) {
+                self.unknown_price()
+            } else {
+                self.ignore("invoice is not for a tally plan")
+            };
         }
         self.observe(sub_id, |state| {
             state.status = "past_due".into();
-            state.plan = plan.or(state.plan);
+            state.plan = plan.or(state.plan.take());
         });
     }
 
@@ -318,20 +463,29 @@ impl Step<'_> {
             return self.subscription_deleted(sub);
         }
         let plan = self.plan_of_price(sub.price_id.as_deref());
+        if plan.is_none() && sub.price_id.is_some() {
+            return self.unknown_price();
+        }
         if plan.is_none() && self.subscription.is_none() {
             return self.ignore("subscription is not for a tally plan");
         }
         self.observe(&sub.id, |state| {
             state.status = sub.status.clone();
-            state.plan = plan.or(state.plan);
+            state.plan = plan.clone().or(state.plan.take());
+            state.price_id = sub.price_id.clone().or(state.price_id.take());
+            state.current_period_start = sub.current_period_start.or(state.current_period_start);
             state.current_period_end = sub.current_period_end.or(state.current_period_end);
             state.cancel_at_period_end = sub.cancel_at_period_end;
         });
-        if let (Some(plan), Some(start)) = (plan, subscription_period(sub))
-            && sub.status == "active"
-            && !self.canceled()
-        {
-            self.show_period(&sub.id, start, plan);
+        let (Some(plan), Some(start)) = (plan, subscription_period(sub)) else { return };
+        if self.canceled() {
+            return;
+        }
+        match sub.status.as_str() {
+            "active" => self.show_period(&sub.id, start, plan),
+            // A trial gives the tier and its credits at once.
+            "trialing" => self.pay_period(&sub.id, start, plan),
+            _ => {}
         }
     }
 
@@ -342,6 +496,8 @@ impl Step<'_> {
             let user_id = self.user_id();
             let state = self.subscription.get_or_insert_with(|| SubscriptionState {
                 plan,
+                price_id: sub.price_id.clone(),
+                current_period_start: sub.current_period_start,
                 current_period_end: sub.current_period_end,
                 cancel_at_period_end: sub.cancel_at_period_end,
                 ..SubscriptionState::new(&sub.id, &user_id)
@@ -353,8 +509,8 @@ impl Step<'_> {
         let ledger = &mut self.changes.ledger;
         if ledger.account.funded_by.as_deref() == Some(sub.id.as_str()) {
             // The tier ends with the subscription; bought top-ups stay.
-            ledger.reset_plan(self.catalog.free_credits, "subscription_ended", format!("ended:{}", sub.id));
-            ledger.account.tier = Plan::Free;
+            ledger.reset_plan(self.catalogue.free.credits, "subscription_ended", format!("ended:{}", sub.id));
+            ledger.account.tier = FREE.into();
             ledger.account.funded_by = None;
         } else if already_canceled {
             self.ignore("subscription already deleted");
@@ -372,7 +528,7 @@ impl Step<'_> {
     }
 
     /// A payment for `plan` in the period starting at `start`.
-    fn pay_period(&mut self, sub_id: &str, start: i64, plan: Plan) {
+    fn pay_period(&mut self, sub_id: &str, start: i64, plan: String) {
         if self.canceled() {
             return self.ignore("subscription is canceled");
         }
@@ -380,13 +536,16 @@ impl Step<'_> {
             return self.ignore("a newer period has already been granted");
         }
         let period = self.take_period(sub_id, start);
-        let best = period.seen.map_or(plan, |seen| seen.max(plan));
+        let best = match period.seen.clone() {
+            Some(seen) => self.best(plan, seen),
+            None => plan,
+        };
         self.grant(period, best);
     }
 
     /// The subscription shows `plan` as active in the period starting at `start`: an
     /// upgrade if that period is paid, otherwise remembered for when it is.
-    fn show_period(&mut self, sub_id: &str, start: i64, plan: Plan) {
+    fn show_period(&mut self, sub_id: &str, start: i64, plan: String) {
         if self.latest_granted.is_some_and(|latest| latest > start) {
             return;
         }
@@ -394,7 +553,7 @@ impl Step<'_> {
         if period.granted.is_some() {
             return self.grant(period, plan);
         }
-        if period.seen.is_none_or(|seen| plan > seen) {
+        if period.seen.as_deref().is_none_or(|seen| self.catalogue.better(&plan, seen)) {
             period.seen = Some(plan);
             self.changes.period = Some(period);
         }
@@ -402,25 +561,33 @@ impl Step<'_> {
 
     /// Brings the period's grant up to `plan`: a new period resets the plan bucket, a
     /// better plan in a granted period adds the difference, anything else is a no-op.
-    fn grant(&mut self, mut period: Period, plan: Plan) {
+    fn grant(&mut self, mut period: Period, plan: String) {
         let account = &self.changes.ledger.account;
         let other_funds = account.funded_by.as_deref().is_some_and(|f| f != period.subscription_id);
         if other_funds && self.created < account.funded_at {
             // A late payment of one subscription must not displace a later-paid one.
             return self.ignore("another subscription was paid for later");
         }
-        let reference = format!("period:{}:{}:{}", period.subscription_id, period.start, plan.as_str());
-        let allowance = self.catalog.allowance(plan);
-        let ledger = &mut self.changes.ledger;
-        match period.granted {
-            None => ledger.reset_plan(allowance, "subscription_period", reference),
-            Some(granted) if plan > granted => {
-                let more = allowance - self.catalog.allowance(granted);
-                ledger.post(Bucket::Plan, more, "subscription_upgrade", reference);
-            }
+        let Some(allowance) = self.allowance(&plan, period.start) else {
+            return self.unknown_price();
+        };
+        let (reason, reference) = if period.start == TRIAL_PERIOD {
+            ("trial", format!("trial:{}:{}", period.subscription_id, plan))
+        } else {
+            ("subscription_period", format!("period:{}:{}:{}", period.subscription_id, period.start, plan))
+        };
+        let upgrade_from = match period.granted.as_deref() {
+            None => None,
+            // Both are known plans, or `better` would have said no.
+            Some(granted) if self.catalogue.better(&plan, granted) => self.allowance(granted, period.start),
             Some(_) => return self.ignore("period already granted"),
+        };
+        let ledger = &mut self.changes.ledger;
+        match upgrade_from {
+            None => ledger.reset_plan(allowance, reason, reference),
+            Some(before) => ledger.post(Bucket::Plan, (allowance - before).max(0), "subscription_upgrade", reference),
         }
-        ledger.account.tier = plan;
+        ledger.account.tier = plan.clone();
         ledger.account.funded_by = Some(period.subscription_id.clone());
         ledger.account.funded_at = ledger.account.funded_at.max(self.created);
         period.granted = Some(plan);
@@ -437,7 +604,8 @@ impl Step<'_> {
             return self.ignore("charge has no amount");
         }
         let refunded = charge.amount_refunded.clamp(0, charge.amount);
-        let target = topup.credits * refunded / charge.amount;
+        // In i128: a hostile amount near i64::MAX must not overflow the product.
+        let target = (i128::from(topup.credits) * i128::from(refunded) / i128::from(charge.amount)) as i64;
         if target <= topup.refunded_credits {
             return self.ignore("refund already taken into account");
         }
@@ -461,17 +629,14 @@ impl Step<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Owner, Subscription as SubObject};
+    use crate::event::{Owner, PlanLine, Subscription as SubObject};
 
-    fn catalog() -> Catalog {
-        let mut c = Catalog::default();
-        c.pro.price_id = Some("p_pro".into());
-        c.enterprise.price_id = Some("p_ent".into());
-        c
+    fn catalogue() -> Catalogue {
+        Catalogue::default_with(Some("p_pro".into()), Some("p_ent".into()), Some("p_top".into()))
     }
 
     fn snapshot(plan_credits: i64, topup_credits: i64) -> Snapshot {
-        let mut account = Account::new_user("u", &catalog());
+        let mut account = Account::new_user("u", &catalogue());
         account.plan_credits = plan_credits;
         account.topup_credits = topup_credits;
         Snapshot { account, subscription: None, period: None, latest_granted: None, topup: None }
@@ -481,47 +646,65 @@ mod tests {
         BillingEvent { id: "evt".into(), created: 1_000, kind }
     }
 
-    fn checkout(item: Item) -> EventKind {
+    fn checkout(item: &str) -> EventKind {
         EventKind::Checkout(CheckoutSession {
             id: "cs".into(),
             mode: CheckoutMode::Subscription,
             paid: true,
-            item: Some(item),
+            item: Some(item.into()),
             subscription: Some("sub".into()),
             payment_intent: None,
             owner: Owner::default(),
         })
     }
 
-    fn updated(price: &str) -> EventKind {
-        EventKind::SubscriptionChanged(SubObject {
+    fn subscription(price: &str, status: &str) -> SubObject {
+        SubObject {
             id: "sub".into(),
-            status: "active".into(),
+            status: status.into(),
             price_id: Some(price.into()),
             start_date: Some(500),
             current_period_start: Some(500),
             current_period_end: Some(900),
             cancel_at_period_end: false,
             owner: Owner::default(),
+        }
+    }
+
+    fn updated(price: &str) -> EventKind {
+        EventKind::SubscriptionChanged(subscription(price, "active"))
+    }
+
+    fn first_invoice(price: &str, amount_paid: i64) -> EventKind {
+        EventKind::InvoicePaid(Invoice {
+            id: "in".into(),
+            subscription: Some("sub".into()),
+            billing_reason: BillingReason::SubscriptionCreate,
+            amount_paid: Some(amount_paid),
+            plan_lines: vec![PlanLine { price_id: Some(price.into()), period_start: Some(500), period_end: Some(900) }],
+            owner: Owner::default(),
         })
+    }
+
+    fn granted(plan: &str, start: i64) -> Period {
+        Period { subscription_id: "sub".into(), start, seen: None, granted: Some(plan.into()) }
     }
 
     #[test]
     fn the_first_payment_of_a_period_resets_the_plan_bucket() {
-        let changes = apply(&event(checkout(Item::Pro)), snapshot(40, 7), &catalog());
+        let changes = apply(&event(checkout("pro")), snapshot(40, 7), &catalogue());
         assert_eq!(changes.ledger.account.plan_credits, 2_500);
         assert_eq!(changes.ledger.account.topup_credits, 7);
-        assert_eq!(changes.ledger.account.tier, Plan::Pro);
-        assert_eq!(changes.period.unwrap().granted, Some(Plan::Pro));
+        assert_eq!(changes.ledger.account.tier, "pro");
+        assert_eq!(changes.period.unwrap().granted.as_deref(), Some("pro"));
     }
 
     #[test]
     fn a_period_already_granted_grants_nothing_more() {
         let mut s = snapshot(10, 0);
-        s.period =
-            Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
+        s.period = Some(granted("pro", FIRST_PERIOD));
         s.latest_granted = Some(FIRST_PERIOD);
-        let changes = apply(&event(checkout(Item::Pro)), s, &catalog());
+        let changes = apply(&event(checkout("pro")), s, &catalogue());
         assert!(changes.ledger.entries.is_empty());
         assert_eq!(changes.note, Some("period already granted"));
     }
@@ -529,21 +712,33 @@ mod tests {
     #[test]
     fn a_better_plan_in_a_granted_period_adds_the_difference() {
         let mut s = snapshot(100, 0);
-        s.period =
-            Some(Period { subscription_id: "sub".into(), start: FIRST_PERIOD, seen: None, granted: Some(Plan::Pro) });
+        s.period = Some(granted("pro", FIRST_PERIOD));
         s.latest_granted = Some(FIRST_PERIOD);
-        let changes = apply(&event(updated("p_ent")), s, &catalog());
+        let changes = apply(&event(updated("p_ent")), s, &catalogue());
         assert_eq!(changes.ledger.account.plan_credits, 100 + 7_500);
-        assert_eq!(changes.ledger.account.tier, Plan::Enterprise);
+        assert_eq!(changes.ledger.account.tier, "enterprise");
+    }
+
+    #[test]
+    fn rank_not_the_allowance_decides_what_is_better() {
+        // A plan that ranks higher with fewer credits is still an upgrade, by zero credits.
+        let mut c = catalogue();
+        c.plans[1].credits = 1_000;
+        let mut s = snapshot(100, 0);
+        s.period = Some(granted("pro", FIRST_PERIOD));
+        s.latest_granted = Some(FIRST_PERIOD);
+        let changes = apply(&event(updated("p_ent")), s, &c);
+        assert_eq!(changes.ledger.account.tier, "enterprise");
+        assert_eq!(changes.ledger.account.plan_credits, 100);
     }
 
     #[test]
     fn a_plan_seen_before_payment_is_granted_with_it() {
-        let seen = apply(&event(updated("p_ent")), snapshot(100, 0), &catalog());
+        let seen = apply(&event(updated("p_ent")), snapshot(100, 0), &catalogue());
         assert!(seen.ledger.entries.is_empty(), "nothing is granted before payment");
         let mut s = snapshot(100, 0);
         s.period = seen.period;
-        let paid = apply(&event(checkout(Item::Pro)), s, &catalog());
+        let paid = apply(&event(checkout("pro")), s, &catalogue());
         assert_eq!(paid.ledger.account.plan_credits, 10_000);
     }
 
@@ -551,19 +746,84 @@ mod tests {
     fn a_payment_for_an_older_period_changes_nothing() {
         let mut s = snapshot(100, 0);
         s.latest_granted = Some(5_000);
-        let changes = apply(&event(checkout(Item::Enterprise)), s, &catalog());
+        let changes = apply(&event(checkout("enterprise")), s, &catalogue());
         assert!(changes.ledger.entries.is_empty());
     }
 
     #[test]
     fn deleting_a_subscription_that_funds_nothing_keeps_the_balance() {
         let mut s = snapshot(2_000, 0);
-        s.account.tier = Plan::Pro;
+        s.account.tier = "pro".into();
         s.account.funded_by = Some("other".into());
         let EventKind::SubscriptionChanged(obj) = updated("p_pro") else { unreachable!() };
-        let changes = apply(&event(EventKind::SubscriptionDeleted(obj)), s, &catalog());
+        let changes = apply(&event(EventKind::SubscriptionDeleted(obj)), s, &catalogue());
         assert_eq!(changes.ledger.account.plan_credits, 2_000);
         assert_eq!(changes.subscription.unwrap().status, "canceled");
+    }
+
+    #[test]
+    fn an_unknown_price_grants_nothing_and_is_kept_for_replay() {
+        for kind in [updated("p_unknown"), first_invoice("p_unknown", 4_900), checkout("gone")] {
+            let changes = apply(&event(kind), snapshot(100, 0), &catalogue());
+            assert!(changes.unmatched, "kept as unmatched");
+            assert_eq!(changes.note, Some(UNKNOWN_PRICE));
+            assert!(!changes.changed_anything());
+        }
+    }
+
+    #[test]
+    fn a_legacy_price_is_honoured() {
+        let mut c = catalogue();
+        c.plans[0].legacy_prices.push("p_pro_2024".into());
+        let changes = apply(&event(first_invoice("p_pro_2024", 2_900)), snapshot(100, 0), &c);
+        assert_eq!(changes.ledger.account.tier, "pro");
+        assert_eq!(changes.ledger.account.plan_credits, 2_500);
+    }
+
+    #[test]
+    fn a_trial_grants_its_credits_once_whichever_event_comes_first() {
+        let mut c = catalogue();
+        c.plans[0].trial_credits = Some(50);
+        let trialing = EventKind::SubscriptionChanged(subscription("p_pro", "trialing"));
+        for (first, second) in [(trialing.clone(), first_invoice("p_pro", 0)), (first_invoice("p_pro", 0), trialing)] {
+            let one = apply(&event(first), snapshot(100, 0), &c);
+            assert_eq!((one.ledger.account.tier.as_str(), one.ledger.account.plan_credits), ("pro", 50));
+            let mut s = snapshot(50, 0);
+            s.account = one.ledger.account;
+            s.subscription = one.subscription;
+            s.latest_granted = Some(TRIAL_PERIOD);
+            s.period = one.period;
+            let two = apply(&event(second), s, &c);
+            assert!(two.ledger.entries.is_empty(), "{:?}", two.ledger.entries);
+        }
+    }
+
+    #[test]
+    fn a_yearly_period_is_due_monthly_and_only_while_it_funds_the_account() {
+        let year = 365 * 86_400;
+        let sub = SubscriptionState {
+            status: "active".into(),
+            plan: Some("pro".into()),
+            current_period_start: Some(crate::calendar::anniversary(1_767_225_600, 0)),
+            current_period_end: Some(1_767_225_600 + year),
+            ..SubscriptionState::new("sub", "u")
+        };
+        let start = 1_767_225_600; // 2026-01-01
+        assert_eq!(month_due(&sub, start + 10 * 86_400), None, "the first month is the period's own grant");
+        let due = month_due(&sub, start + 40 * 86_400).unwrap();
+        assert_eq!(due.reference(), format!("month:sub:{start}:1"));
+        assert_eq!(month_due(&sub, start + year), None, "the period is over");
+
+        let mut ledger = Ledger::new(snapshot(30, 0).account);
+        assert!(
+            grant_month(&mut ledger, &sub, &granted("pro", FIRST_PERIOD), start + 40 * 86_400, &catalogue()).is_err()
+        );
+        ledger.account.funded_by = Some("sub".into());
+        grant_month(&mut ledger, &sub, &granted("pro", FIRST_PERIOD), start + 40 * 86_400, &catalogue()).unwrap();
+        assert_eq!(ledger.account.plan_credits, 2_500);
+
+        let monthly = SubscriptionState { current_period_end: Some(start + 30 * 86_400), ..sub };
+        assert_eq!(month_due(&monthly, start + 29 * 86_400), None, "a monthly price grants by its period");
     }
 
     #[test]
@@ -575,21 +835,25 @@ mod tests {
             credits: 1_000,
             refunded_credits: 250,
         };
-        let charge = |refunded| {
+        let charge = |amount, refunded| {
             EventKind::ChargeRefunded(Charge {
                 id: "ch".into(),
                 payment_intent: Some("pi".into()),
-                amount: 2_000,
+                amount,
                 amount_refunded: refunded,
                 owner: Owner::default(),
             })
         };
         let mut s = snapshot(0, 600);
         s.topup = Some(topup.clone());
-        let changes = apply(&event(charge(1_000)), s, &catalog());
+        let changes = apply(&event(charge(2_000, 1_000)), s, &catalogue());
         assert_eq!(changes.ledger.account.topup_credits, 350, "half refunded: 500 owed, 250 taken before");
         let mut s = snapshot(0, 600);
+        s.topup = Some(topup.clone());
+        assert!(apply(&event(charge(2_000, 500)), s, &catalogue()).ledger.entries.is_empty());
+        let mut s = snapshot(0, 600);
         s.topup = Some(topup);
-        assert!(apply(&event(charge(500)), s, &catalog()).ledger.entries.is_empty());
+        let huge = apply(&event(charge(i64::MAX, i64::MAX)), s, &catalogue());
+        assert_eq!(huge.ledger.account.topup_credits, 0, "a full refund of a huge charge does not overflow");
     }
 }

@@ -2,8 +2,10 @@
 //! A missing or malformed setting is one line naming the variable.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
-use tally_core::{Catalog, Item};
+use tally_core::Catalogue;
+use tally_core::catalogue::defaults;
 use tally_stripe::ClientOptions;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +21,9 @@ pub struct Config {
     pub stripe_secret_key: Option<String>,
     /// Several during a rotation; empty means "use the dev secret".
     pub webhook_secrets: Vec<String>,
-    pub catalog: Catalog,
+    pub catalogue: Catalogue,
+    /// The catalogue file, when there is one (`tally stripe-setup` writes price ids into it).
+    pub catalogue_path: Option<PathBuf>,
     pub bind: SocketAddr,
     pub public_url: String,
     pub api_key: Option<String>,
@@ -32,6 +36,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Connects to the configured database, with the configured catalogue.
+    pub async fn connect_store(&self) -> Result<tally_store::Store, tally_store::StoreError> {
+        tally_store::Store::connect(&self.database_url, std::sync::Arc::new(self.catalogue.clone())).await
+    }
+
     /// Whether the Stripe key is a live one (real money).
     pub fn live(&self) -> bool {
         self.stripe_secret_key.as_deref().is_some_and(is_live_key)
@@ -84,21 +93,36 @@ impl Config {
             return Err(invalid("STRIPE_WEBHOOK_SECRET", "required with a live STRIPE_SECRET_KEY".into()));
         }
 
-        let mut catalog = Catalog::default();
-        let offline = stripe_secret_key.is_none();
-        for (name, item, offer) in [
-            ("STRIPE_PRO_PRICE_ID", Item::Pro, &mut catalog.pro),
-            ("STRIPE_ENTERPRISE_PRICE_ID", Item::Enterprise, &mut catalog.enterprise),
-            ("STRIPE_TOPUP_PRICE_ID", Item::Topup, &mut catalog.topup),
-        ] {
-            // Offline, placeholder prices let `tally trigger` tell the plans apart.
-            offer.price_id = get(name).or_else(|| offline.then(|| dev_price_id(item)));
-            if let Some(id) = &offer.price_id
-                && id.contains(char::is_whitespace)
-            {
-                return Err(invalid(name, format!("a price id has no spaces, got {id:?}")));
+        let catalogue_path = match get("TALLY_CONFIG") {
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(PathBuf::from(DEFAULT_CATALOGUE)).filter(|p| p.exists()),
+        };
+        let catalogue = match &catalogue_path {
+            Some(path) => {
+                if let Some(name) = PRICE_VARS.iter().find(|name| get(name).is_some()) {
+                    return Err(invalid(
+                        name,
+                        format!("must not be set with a catalogue file ({}): its prices are there", path.display()),
+                    ));
+                }
+                read_catalogue(path)?
             }
-        }
+            None => {
+                let mut ids = Vec::new();
+                for (name, item) in PRICE_VARS.iter().zip([defaults::PRO, defaults::ENTERPRISE, defaults::TOPUP]) {
+                    // Offline, placeholder prices let `tally trigger` tell the plans apart.
+                    let id = get(name).or_else(|| stripe_secret_key.is_none().then(|| dev_price_id(item)));
+                    if let Some(id) = &id
+                        && id.contains(char::is_whitespace)
+                    {
+                        return Err(invalid(name, format!("a price id has no spaces, got {id:?}")));
+                    }
+                    ids.push(id);
+                }
+                let [pro, enterprise, topup]: [Option<String>; 3] = ids.try_into().expect("three price variables");
+                Catalogue::default_with(pro, enterprise, topup)
+            }
+        };
 
         let bind_text = get("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3000".into());
         let bind = bind_text.parse::<SocketAddr>().map_err(|_| {
@@ -127,7 +151,8 @@ impl Config {
             database_url,
             stripe_secret_key,
             webhook_secrets,
-            catalog,
+            catalogue,
+            catalogue_path,
             bind,
             public_url: public_url.trim_end_matches('/').to_owned(),
             api_key: get("TALLY_API_KEY"),
@@ -139,9 +164,22 @@ impl Config {
     }
 }
 
-/// The price id used for `item` when none is configured and the key is not live.
-pub fn dev_price_id(item: Item) -> String {
-    format!("price_tally_{}", item.as_str())
+/// The catalogue file read when TALLY_CONFIG is not set, if it exists.
+pub const DEFAULT_CATALOGUE: &str = "tally.toml";
+
+/// The default catalogue's price variables (the guide's names); not allowed beside a file.
+const PRICE_VARS: [&str; 3] = ["STRIPE_PRO_PRICE_ID", "STRIPE_ENTERPRISE_PRICE_ID", "STRIPE_TOPUP_PRICE_ID"];
+
+/// The price id used for a default item when none is configured and there is no key.
+pub fn dev_price_id(item: &str) -> String {
+    format!("price_tally_{item}")
+}
+
+/// Reads and checks the catalogue file; an error names the file, the line and the key.
+pub fn read_catalogue(path: &Path) -> Result<Catalogue, ConfigError> {
+    let invalid = |problem: String| ConfigError { name: "TALLY_CONFIG", problem };
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    Catalogue::from_toml(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
 }
 
 fn is_live_key(key: &str) -> bool {

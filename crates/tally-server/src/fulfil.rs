@@ -28,7 +28,7 @@ pub async fn checkout_session(state: &AppState, user: &str, session_id: &str) ->
         payload: &retrieved.raw,
         event: Ok(&event),
     };
-    let outcome = state.store.ingest(new, &state.catalog).await?;
+    let outcome = state.store.ingest(new).await?;
     tracing::info!(session_id, outcome = outcome.outcome.as_str(), "fulfilled on return from Checkout");
     Ok(())
 }

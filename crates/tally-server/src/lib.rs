@@ -2,6 +2,7 @@
 //! to stable answers.
 
 mod auth;
+mod clock;
 pub mod config;
 mod error;
 mod extract;
@@ -31,7 +32,6 @@ const DEV_SESSION_SECRET_KEY: &str = "dev_session_secret";
 /// sync` and `tally replay`.
 pub async fn ingest_parsed(
     store: &Store,
-    catalog: &tally_core::Catalog,
     parsed: &tally_stripe::ParsedEvent,
     payload: &str,
 ) -> Result<tally_store::IngestOutcome, tally_store::StoreError> {
@@ -43,7 +43,7 @@ pub async fn ingest_parsed(
         payload,
         event: parsed.event.as_ref().map_err(String::as_str),
     };
-    store.ingest(event, catalog).await
+    store.ingest(event).await
 }
 
 /// A tally server bound to its port, ready to run.
@@ -55,8 +55,9 @@ pub struct Application {
 impl Application {
     /// Connects to the database, migrates it, settles the webhook secrets and binds.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::connect(&config.database_url).await?;
+        let store = config.connect_store().await?;
         store.migrate().await?;
+        warn_about_catalogue_drift(&store).await?;
         let secrets = webhook_secrets(&config, &store).await?;
         let session_secret = match &config.jwt_secret {
             Some(secret) => secret.clone(),
@@ -81,12 +82,40 @@ impl Application {
         &self.state
     }
 
-    /// Serves until ctrl-c or SIGTERM.
+    /// Serves until ctrl-c or SIGTERM, granting what falls due with time meanwhile.
     pub async fn run(self) -> anyhow::Result<()> {
+        let clock = tokio::spawn(clock::tick_every_minute(self.state.store.clone()));
         let app = routes::router().with_state(self.state);
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-        Ok(())
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown_signal()).await;
+        clock.abort();
+        Ok(served?)
     }
+}
+
+/// Says at start what the catalogue no longer sells but the database still holds:
+/// subscriptions on prices it does not name, and tiers it does not have. Nothing is
+/// guessed about them; `tally audit` lists them too.
+async fn warn_about_catalogue_drift(store: &Store) -> anyhow::Result<()> {
+    let drift = store.catalogue_drift().await?;
+    if !drift.unknown_prices.is_empty() {
+        let prices: Vec<&str> = drift.unknown_prices.iter().map(|(p, _)| p.as_str()).collect();
+        let count: i64 = drift.unknown_prices.iter().map(|(_, n)| n).sum();
+        tracing::warn!(
+            count,
+            prices = prices.join(","),
+            "{count} live subscriptions are on prices the catalogue does not name ({}); add them to a plan's legacy_prices to keep granting them",
+            prices.join(", ")
+        );
+    }
+    if !drift.unknown_tiers.is_empty() {
+        let tiers: Vec<&str> = drift.unknown_tiers.iter().map(|(t, _)| t.as_str()).collect();
+        tracing::warn!(
+            tiers = tiers.join(","),
+            "accounts hold tiers the catalogue does not have: {}",
+            tiers.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The configured webhook secrets; without any (and without a live key), one made

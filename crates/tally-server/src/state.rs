@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tally_core::Catalog;
 use tally_store::Store;
 use tally_stripe::{StripeClient, Verifier};
 
@@ -12,7 +11,6 @@ use crate::session::Sessions;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub catalog: Arc<Catalog>,
     pub verifier: Arc<Verifier>,
     pub api_key: Option<Arc<str>>,
     /// `None` without STRIPE_SECRET_KEY: checkout and portal answer 503.
@@ -33,7 +31,6 @@ impl AppState {
         AppState {
             store,
             dev_login: config.jwt_secret.is_none() && config.bind.ip().is_loopback() && !config.live(),
-            catalog: Arc::new(config.catalog),
             verifier: Arc::new(Verifier::new(webhook_secrets)),
             api_key: config.api_key.map(Arc::from),
             stripe,

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use tally_core::Catalog;
 use tally_store::Store;
 use tally_stripe::StripeClient;
 
@@ -15,7 +14,7 @@ use crate::ApiError;
 pub type SyncReport = BTreeMap<&'static str, usize>;
 
 /// Applies every handled event created at or after `since` (unix seconds), oldest first.
-pub async fn sync(stripe: &StripeClient, store: &Store, catalog: &Catalog, since: i64) -> Result<SyncReport, ApiError> {
+pub async fn sync(stripe: &StripeClient, store: &Store, since: i64) -> Result<SyncReport, ApiError> {
     let mut pages = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -37,7 +36,7 @@ pub async fn sync(stripe: &StripeClient, store: &Store, catalog: &Catalog, since
             *report.entry("unreadable").or_default() += 1;
             continue;
         };
-        let result = crate::ingest_parsed(store, catalog, &parsed, payload).await?;
+        let result = crate::ingest_parsed(store, &parsed, payload).await?;
         *report.entry(result.outcome.as_str()).or_default() += 1;
     }
     Ok(report)

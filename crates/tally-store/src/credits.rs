@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use sqlx::{AnyConnection, AssertSqlSafe};
-use tally_core::{Account, Bucket, Catalog, CoreError, Ledger, Plan};
+use tally_core::rules;
+use tally_core::{Account, Bucket, Ledger};
 
 use crate::model::{Billing, Grant, LedgerRow, Spend, SubscriptionView};
 use crate::rows;
@@ -13,7 +14,7 @@ use crate::{Store, StoreError, now};
 
 impl Store {
     /// The user's billing state; a user tally has never seen is a new free user.
-    pub async fn billing(&self, user_id: &str, catalog: &Catalog) -> Result<Billing, StoreError> {
+    pub async fn billing(&self, user_id: &str) -> Result<Billing, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let row: Option<rows::AccountRow> = sqlx::query_as(
             "select tier, plan_credits, topup_credits, funded_by, funded_at from accounts where user_id = $1",
@@ -27,7 +28,7 @@ impl Store {
                 account.reserved = rows::reserved_credits(&mut conn, user_id, None, now()).await?;
                 account
             }
-            None => Account::new_user(user_id, catalog),
+            None => Account::new_user(user_id, &self.catalogue),
         };
         billing_of(&mut conn, account).await
     }
@@ -43,15 +44,10 @@ impl Store {
 
     /// Records the user's Stripe customer unless one is recorded already; returns the
     /// one kept, so that concurrent first checkouts agree on one customer.
-    pub async fn link_stripe_customer(
-        &self,
-        user_id: &str,
-        customer: &str,
-        catalog: &Catalog,
-    ) -> Result<String, StoreError> {
+    pub async fn link_stripe_customer(&self, user_id: &str, customer: &str) -> Result<String, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut unit = Unit::new(&mut tx);
-        unit.account(user_id, catalog).await?;
+        let mut unit = Unit::new(&mut tx, &self.catalogue);
+        unit.account(user_id).await?;
         // A new account's opening row.
         unit.flush().await?;
         let kept: Option<String> = sqlx::query_scalar(
@@ -68,29 +64,23 @@ impl Store {
 
     /// Spends credits, plan bucket first. The same key spends once: a repeat answers
     /// with the current state and changes nothing.
-    pub async fn spend(&self, spend: Spend<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
+    pub async fn spend(&self, spend: Spend<'_>) -> Result<Billing, StoreError> {
         let change = Change::Spend { amount: spend.amount, reason: spend.reason.to_owned() };
-        self.once(spend.user_id, format!("spend:{}", spend.idempotency_key), change, catalog).await
+        self.once(spend.user_id, format!("spend:{}", spend.idempotency_key), change).await
     }
 
     /// Adjusts a bucket by hand (may be negative, never below zero); the same key
     /// adjusts once.
-    pub async fn grant(&self, grant: Grant<'_>, catalog: &Catalog) -> Result<Billing, StoreError> {
+    pub async fn grant(&self, grant: Grant<'_>) -> Result<Billing, StoreError> {
         let change = Change::Grant { bucket: grant.bucket, amount: grant.amount, reason: grant.reason.to_owned() };
-        self.once(grant.user_id, format!("grant:{}", grant.key), change, catalog).await
+        self.once(grant.user_id, format!("grant:{}", grant.key), change).await
     }
 
     /// Makes `change` to the user's account once per ledger `reference`, through the
     /// writer (see [`crate::writer`]).
-    async fn once(
-        &self,
-        user_id: &str,
-        reference: String,
-        change: Change,
-        catalog: &Catalog,
-    ) -> Result<Billing, StoreError> {
+    pub(crate) async fn once(&self, user_id: &str, reference: String, change: Change) -> Result<Billing, StoreError> {
         let work = Work::Once(Once { user_id: user_id.to_owned(), reference, change });
-        match self.writer.submit(work, catalog).await? {
+        match self.writer.submit(work).await? {
             Done::Billing(billing) => Ok(billing),
             Done::Ingested(_) => unreachable!("a spend is answered with the account"),
         }
@@ -170,7 +160,6 @@ pub(crate) async fn subscription_views<'a>(
     for (user, id, status, plan, current_period_end, cancel, updated_at) in query.fetch_all(&mut *conn).await? {
         let funds = funded_by.get(user.as_str()).copied().flatten() == Some(id.as_str());
         let rank = (funds, updated_at, id.clone());
-        let plan = plan.as_deref().and_then(Plan::parse);
         let view = SubscriptionView { id, status, plan, current_period_end, cancel_at_period_end: cancel != 0 };
         if best.get(&user).is_none_or(|(r, _)| rank > *r) {
             best.insert(user, (rank, view));
@@ -200,35 +189,64 @@ pub(crate) struct Once {
 }
 
 pub(crate) enum Change {
-    Spend { amount: i64, reason: String },
-    Grant { bucket: Bucket, amount: i64, reason: String },
+    Spend {
+        amount: i64,
+        reason: String,
+    },
+    Grant {
+        bucket: Bucket,
+        amount: i64,
+        reason: String,
+    },
+    /// The month of a long (yearly) period due at `now` (see [`rules::grant_month`]).
+    Month {
+        subscription_id: String,
+        now: i64,
+    },
+    /// A monthly free tier's reset for the month of `now` (see [`rules::grant_free_month`]).
+    FreeMonth {
+        now: i64,
+    },
 }
 
 impl Change {
-    fn apply(&self, ledger: &mut Ledger, reference: &str) -> Result<(), CoreError> {
+    /// Makes the change, deciding on the state the unit holds (read after the lock).
+    async fn apply(&self, unit: &mut Unit<'_>, ledger: &mut Ledger, reference: &str) -> Result<(), StoreError> {
         match self {
-            Change::Spend { amount, reason } => ledger.spend(*amount, reason, reference),
-            Change::Grant { bucket, amount, reason } => ledger.adjust(*bucket, *amount, reason, reference.to_owned()),
+            Change::Spend { amount, reason } => Ok(ledger.spend(*amount, reason, reference)?),
+            Change::Grant { bucket, amount, reason } => {
+                Ok(ledger.adjust(*bucket, *amount, reason, reference.to_owned())?)
+            }
+            Change::Month { subscription_id, now } => {
+                let (subscription, latest) = unit.latest_granted_period(subscription_id).await?;
+                let (Some(subscription), Some(latest)) = (subscription, latest) else {
+                    return Err(StoreError::Invalid("no granted period to renew monthly".into()));
+                };
+                rules::grant_month(ledger, &subscription, &latest, *now, unit.catalogue)
+                    .map_err(|why| StoreError::Invalid(why.into()))
+            }
+            Change::FreeMonth { now } => {
+                rules::grant_free_month(ledger, unit.catalogue, *now).map_err(|why| StoreError::Invalid(why.into()))
+            }
         }
     }
 }
 
 /// Makes the change to the user's account once per ledger reference: a repeat by the
 /// same user changes nothing; another user's reference is a conflict.
-pub(crate) async fn apply_once(
-    unit: &mut Unit<'_>,
-    once: &Once,
-    catalog: &Catalog,
-) -> Result<Result<Account, StoreError>, StoreError> {
-    let mut account = unit.account(&once.user_id, catalog).await?.account.clone();
+pub(crate) async fn apply_once(unit: &mut Unit<'_>, once: &Once) -> Result<Result<Account, StoreError>, StoreError> {
+    let mut account = unit.account(&once.user_id).await?.account.clone();
     account.reserved = unit.reserved(&once.user_id).await?;
     match unit.reference_owner(&once.reference).await? {
         Some(owner) if owner == once.user_id => Ok(Ok(account)),
         Some(_) => Ok(Err(StoreError::Conflict("the key was used for another user".into()))),
         None => {
             let mut ledger = Ledger::new(account);
-            if let Err(refused) = once.change.apply(&mut ledger, &once.reference) {
-                return Ok(Err(refused.into()));
+            match once.change.apply(unit, &mut ledger, &once.reference).await {
+                Ok(()) => {}
+                // The database failing is the batch's error; a refusal is this job's.
+                Err(e @ (StoreError::Unavailable(_) | StoreError::Database(_))) => return Err(e),
+                Err(refused) => return Ok(Err(refused)),
             }
             let account = ledger.account.clone();
             unit.post(ledger);

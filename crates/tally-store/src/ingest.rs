@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::rules::{self, Snapshot};
-use tally_core::{BillingEvent, Catalog, EventKind};
+use tally_core::{BillingEvent, EventKind};
 
 use crate::model::{IngestOutcome, NewEvent, Outcome, StoredEvent, TriggerState};
 use crate::unit::{NewEventRow, Unit, placeholders};
@@ -16,7 +16,7 @@ use crate::{Store, StoreError};
 impl Store {
     /// Records `event` and applies it. A delivery of an event already applied is a
     /// duplicate; one that was unmatched or unreadable before is applied again.
-    pub async fn ingest(&self, event: NewEvent<'_>, catalog: &Catalog) -> Result<IngestOutcome, StoreError> {
+    pub async fn ingest(&self, event: NewEvent<'_>) -> Result<IngestOutcome, StoreError> {
         let delivery = Delivery {
             id: event.id.to_owned(),
             event_type: event.event_type.to_owned(),
@@ -25,7 +25,7 @@ impl Store {
             payload: event.payload.to_owned(),
             event: event.event.cloned().map_err(str::to_owned),
         };
-        match self.writer.submit(Work::Ingest(Box::new(delivery)), catalog).await? {
+        match self.writer.submit(Work::Ingest(Box::new(delivery))).await? {
             Done::Ingested(outcome) => Ok(outcome),
             Done::Billing(_) => unreachable!("an event is answered with its outcome"),
         }
@@ -75,22 +75,25 @@ impl Store {
                 .bind(user_id)
                 .fetch_optional(&mut *conn)
                 .await?;
-        let subscription: Option<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
-            "select id, status, plan, current_period_end from subscriptions where user_id = $1
+        // id, status, plan, price, current period end
+        type Row = (String, String, Option<String>, Option<String>, Option<i64>);
+        let subscription: Option<Row> = sqlx::query_as(
+            "select id, status, plan, price_id, current_period_end from subscriptions where user_id = $1
              order by updated_at desc, id desc limit 1",
         )
         .bind(user_id)
         .fetch_optional(&mut *conn)
         .await?;
         let mut state = TriggerState { customer: customer.flatten(), ..TriggerState::default() };
-        if let Some((id, status, plan, period_end)) = subscription {
+        if let Some((id, status, plan, price_id, period_end)) = subscription {
+            state.price_id = price_id;
             state.latest_period =
                 sqlx::query_scalar("select max(start) from periods where subscription_id = $1 and granted is not null")
                     .bind(&id)
                     .fetch_one(&mut *conn)
                     .await?;
             state.current_period_end = period_end;
-            state.subscription = Some((id, status, plan.as_deref().and_then(tally_core::Plan::parse)));
+            state.subscription = Some((id, status, plan));
         }
         state.topup = sqlx::query_as(
             "select payment_intent, credits from topups where user_id = $1 and payment_intent is not null
@@ -137,11 +140,7 @@ pub(crate) async fn claim<'k>(
 
 /// Finds the user, reads what the event touches, and keeps what the rules say for the
 /// batch to write.
-pub(crate) async fn apply_event(
-    unit: &mut Unit<'_>,
-    event: &BillingEvent,
-    catalog: &Catalog,
-) -> Result<IngestOutcome, StoreError> {
+pub(crate) async fn apply_event(unit: &mut Unit<'_>, event: &BillingEvent) -> Result<IngestOutcome, StoreError> {
     if event.kind == EventKind::Unhandled {
         return Ok(IngestOutcome {
             outcome: Outcome::Ignored,
@@ -152,9 +151,14 @@ pub(crate) async fn apply_event(
     let Some(user_id) = unit.find_user(&event.kind).await? else {
         return Ok(IngestOutcome { outcome: Outcome::Unmatched, user_id: None, note: Some("no user found".into()) });
     };
-    let mut account = unit.account(&user_id, catalog).await?.account.clone();
+    // The owner came from a stored link: metadata naming someone else moves nothing of theirs.
+    if let Some(named) = event.kind.owner().and_then(|o| o.user_id.as_deref()).filter(|named| *named != user_id) {
+        tracing::warn!(event = %event.id, owner = %user_id, named, "event names another user than its customer's owner");
+        unit.record_conflict(&event.id, &user_id, named);
+    }
+    let mut account = unit.account(&user_id).await?.account.clone();
     let linked = match event.kind.owner().and_then(|o| o.customer.as_deref()) {
-        Some(customer) => unit.link_customer(&user_id, customer, catalog).await?,
+        Some(customer) => unit.link_customer(&user_id, customer).await?,
         None => false,
     };
     // A refund takes only credits that are not held.
@@ -171,7 +175,7 @@ pub(crate) async fn apply_event(
         None => None,
     };
     let snapshot = Snapshot { account, subscription, period, latest_granted, topup };
-    let changes = rules::apply(event, snapshot, catalog);
+    let changes = rules::apply(event, snapshot, unit.catalogue);
     let outcome = if changes.unmatched {
         Outcome::Unmatched
     } else if changes.changed_anything() || (linked && matches!(event.kind, EventKind::CustomerChanged(_))) {

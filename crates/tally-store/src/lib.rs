@@ -8,6 +8,7 @@
 //! share one Postgres.
 
 mod audit;
+mod clock;
 mod credits;
 mod error;
 mod ingest;
@@ -20,10 +21,14 @@ pub mod sqlite;
 mod unit;
 mod writer;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
+use tally_core::Catalogue;
 
+pub use audit::{Audit, Drift};
+pub use clock::Granted;
 pub use writer::Stats as WriteStats;
 use writer::Writer;
 
@@ -45,13 +50,16 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What the plans and packs are worth: the rules decide with it.
+    catalogue: Arc<Catalogue>,
     /// Every webhook and spend is written through it, in batches.
     writer: Writer,
 }
 
 impl Store {
-    /// Connects to `postgres://...` or `sqlite://...` (the file is created if missing).
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    /// Connects to `postgres://...` or `sqlite://...` (the file is created if missing);
+    /// every credit rule this store applies uses `catalogue`.
+    pub async fn connect(url: &str, catalogue: Arc<Catalogue>) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (pool, backend) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (postgres::connect(url).await?, Backend::Postgres)
@@ -60,7 +68,11 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
-        Ok(Store { writer: Writer::start(pool.clone()), pool, backend })
+        Ok(Store { writer: Writer::start(pool.clone(), catalogue.clone()), pool, backend, catalogue })
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 
     /// Batches and jobs of this store's writer so far.

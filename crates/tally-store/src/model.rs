@@ -1,7 +1,7 @@
 //! What the store takes and gives back.
 
 use serde::Serialize;
-use tally_core::{BillingEvent, Plan};
+use tally_core::BillingEvent;
 
 /// A verified event to record and apply.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,8 @@ pub struct IngestOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Billing {
     pub user_id: String,
-    pub tier: Plan,
+    /// `free` or a plan id of the catalogue.
+    pub tier: String,
     pub credits: i64,
     pub plan_credits: i64,
     pub topup_credits: i64,
@@ -72,7 +73,7 @@ pub struct Billing {
 pub struct SubscriptionView {
     pub id: String,
     pub status: String,
-    pub plan: Option<Plan>,
+    pub plan: Option<String>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
 }
@@ -123,7 +124,9 @@ pub struct StoredEvent {
 pub struct TriggerState {
     pub customer: Option<String>,
     /// The user's newest subscription: id, status, plan.
-    pub subscription: Option<(String, String, Option<Plan>)>,
+    pub subscription: Option<(String, String, Option<String>)>,
+    /// The price that subscription is on.
+    pub price_id: Option<String>,
     /// The start of that subscription's newest granted period (0 = the first).
     pub latest_period: Option<i64>,
     pub current_period_end: Option<i64>,

@@ -3,7 +3,7 @@
 //! an expired hold is marked (with its ledger row) when it is next touched.
 
 use sqlx::AnyConnection;
-use tally_core::{Catalog, Ledger};
+use tally_core::Ledger;
 
 use crate::credits::billing_of;
 use crate::model::{Reservation, ReservationState, Reserve};
@@ -26,11 +26,11 @@ enum Settle {
 
 impl Store {
     /// Holds credits; the same key returns the same reservation.
-    pub async fn reserve(&self, req: Reserve<'_>, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+    pub async fn reserve(&self, req: Reserve<'_>) -> Result<ReservationState, StoreError> {
         let t = now();
         let mut tx = self.pool.begin().await?;
-        let mut unit = Unit::new(&mut tx);
-        let mut account = unit.account(req.user_id, catalog).await?.account.clone();
+        let mut unit = Unit::new(&mut tx, &self.catalogue);
+        let mut account = unit.account(req.user_id).await?.account.clone();
         account.reserved = rows::reserved_credits(unit.conn(), req.user_id, None, t).await?;
         let existing: Option<Row> = sqlx::query_as(
             "select id, user_id, amount, committed, status, expires_at from reservations where idempotency_key = $1",
@@ -80,21 +80,16 @@ impl Store {
     }
 
     /// Takes `amount` (at most what is held) and frees the rest.
-    pub async fn commit_reservation(
-        &self,
-        id: &str,
-        amount: i64,
-        catalog: &Catalog,
-    ) -> Result<ReservationState, StoreError> {
-        self.settle(id, Settle::Commit(amount), catalog).await
+    pub async fn commit_reservation(&self, id: &str, amount: i64) -> Result<ReservationState, StoreError> {
+        self.settle(id, Settle::Commit(amount)).await
     }
 
     /// Frees the hold without spending.
-    pub async fn release_reservation(&self, id: &str, catalog: &Catalog) -> Result<ReservationState, StoreError> {
-        self.settle(id, Settle::Release, catalog).await
+    pub async fn release_reservation(&self, id: &str) -> Result<ReservationState, StoreError> {
+        self.settle(id, Settle::Release).await
     }
 
-    async fn settle(&self, id: &str, how: Settle, catalog: &Catalog) -> Result<ReservationState, StoreError> {
+    async fn settle(&self, id: &str, how: Settle) -> Result<ReservationState, StoreError> {
         let t = now();
         let mut tx = self.pool.begin().await?;
         let user_id: String = sqlx::query_scalar("select user_id from reservations where id = $1")
@@ -103,8 +98,8 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("reservation {id}")))?;
         // Lock the account first, then read the hold: a concurrent settle waits here.
-        let mut unit = Unit::new(&mut tx);
-        let mut account = unit.account(&user_id, catalog).await?.account.clone();
+        let mut unit = Unit::new(&mut tx, &self.catalogue);
+        let mut account = unit.account(&user_id).await?.account.clone();
         account.reserved = rows::reserved_credits(unit.conn(), &user_id, Some(id), t).await?;
         let row: Row = fetch(unit.conn(), id).await?;
         let held = row.2;

@@ -2,7 +2,7 @@
 //! [`crate::unit`]'s.
 
 use sqlx::AnyConnection;
-use tally_core::{Account, Plan};
+use tally_core::Account;
 
 use crate::StoreError;
 
@@ -15,7 +15,9 @@ pub type AccountRow = (String, i64, i64, Option<String>, i64);
 pub fn account(user_id: &str, (tier, plan_credits, topup_credits, funded_by, funded_at): AccountRow) -> Account {
     Account {
         user_id: user_id.to_owned(),
-        tier: Plan::parse(&tier).unwrap_or(Plan::Free),
+        // Kept as stored: a tier the catalogue no longer has is reported (audit, start-up),
+        // never guessed.
+        tier,
         plan_credits,
         topup_credits,
         funded_by,

@@ -10,8 +10,10 @@ use crate::migrate::Migrations;
 
 pub const MIGRATIONS: Migrations = &[
     (20261127000001, include_str!("../migrations/sqlite/20261127000001_init.sql")),
-    (20261127000002, include_str!("../migrations/sqlite/20261127000002_reservations.sql")),
-    (20261127000003, include_str!("../migrations/sqlite/20261127000003_funded_at.sql")),
+    // The same SQL on both backends from here on.
+    (20261127000002, include_str!("../migrations/common/20261127000002_reservations.sql")),
+    (20261127000003, include_str!("../migrations/common/20261127000003_funded_at.sql")),
+    (20261201000004, include_str!("../migrations/common/20261201000004_catalogue.sql")),
 ];
 
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {

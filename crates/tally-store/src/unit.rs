@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
-use tally_core::{Account, Catalog, Entry, EventKind, Plan};
+use tally_core::{Account, Catalogue, Entry, EventKind};
 
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::rows::{self, AccountRow};
@@ -41,6 +41,8 @@ pub struct NewEventRow {
 
 pub struct Unit<'c> {
     conn: &'c mut AnyConnection,
+    /// Names the free allowance of the accounts it opens, and is what the rules decide by.
+    pub catalogue: &'c Catalogue,
     t: i64,
     accounts: HashMap<String, Held>,
     subscriptions: HashMap<String, Option<SubscriptionState>>,
@@ -62,6 +64,9 @@ pub struct Unit<'c> {
     dirty_periods: Vec<(String, i64)>,
     dirty_topups: Vec<String>,
     pub events: Vec<NewEventRow>,
+    /// `(event, owner, named)`: events applied to their customer's owner although their
+    /// metadata names someone else.
+    conflicts: Vec<(String, String, String)>,
     /// Stored events delivered again: the new outcome if applied again, and the
     /// deliveries beyond the one `claim` counted.
     pub outcomes: Vec<(String, Option<IngestOutcome>, i64)>,
@@ -81,10 +86,6 @@ fn value_rows(rows: usize, cols: usize) -> String {
 fn missing<'k, V>(keys: impl IntoIterator<Item = &'k str>, known: &HashMap<String, V>) -> Vec<&'k str> {
     let mut seen = HashSet::new();
     keys.into_iter().filter(|k| !known.contains_key(*k) && seen.insert(*k)).collect()
-}
-
-fn plan(s: Option<String>) -> Option<Plan> {
-    s.as_deref().and_then(Plan::parse)
 }
 
 /// What an owner lookup reads: the user each key belongs to.
@@ -134,9 +135,10 @@ impl Owned {
 const CHUNK: usize = 200;
 
 impl<'c> Unit<'c> {
-    pub fn new(conn: &'c mut AnyConnection) -> Unit<'c> {
+    pub fn new(conn: &'c mut AnyConnection, catalogue: &'c Catalogue) -> Unit<'c> {
         Unit {
             conn,
+            catalogue,
             t: crate::now(),
             accounts: HashMap::new(),
             subscriptions: HashMap::new(),
@@ -153,6 +155,7 @@ impl<'c> Unit<'c> {
             dirty_periods: Vec::new(),
             dirty_topups: Vec::new(),
             events: Vec::new(),
+            conflicts: Vec::new(),
             outcomes: Vec::new(),
         }
     }
@@ -169,7 +172,6 @@ impl<'c> Unit<'c> {
         events: &[&EventKind],
         users: &[&str],
         references: &[&str],
-        catalog: &Catalog,
     ) -> Result<(), StoreError> {
         let owners = events.iter().filter_map(|k| k.owner());
         let subscriptions = events.iter().filter_map(|k| k.subscription_id());
@@ -179,7 +181,7 @@ impl<'c> Unit<'c> {
         let mut all_users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
         let located: Vec<&EventKind> = events.iter().copied().filter(|k| self.known_user(k).is_some()).collect();
         all_users.extend(located.iter().filter_map(|k| self.known_user(k)));
-        self.lock_accounts(all_users.iter().map(String::as_str), catalog).await?;
+        self.lock_accounts(all_users.iter().map(String::as_str)).await?;
 
         self.load_subscriptions(located.iter().filter_map(|k| k.subscription_id())).await?;
         let sessions = located.iter().filter_map(|k| match tally_core::rules::topup_of(k) {
@@ -198,11 +200,7 @@ impl<'c> Unit<'c> {
 
     /// Locks the accounts not held yet, opening those that do not exist. The lock is an
     /// update, which both backends understand: Postgres locks the rows, SQLite the file.
-    async fn lock_accounts<'k>(
-        &mut self,
-        users: impl IntoIterator<Item = &'k str>,
-        catalog: &Catalog,
-    ) -> Result<(), StoreError> {
+    async fn lock_accounts<'k>(&mut self, users: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
         let want = missing(users, &self.accounts);
         if want.is_empty() {
             return Ok(());
@@ -219,12 +217,12 @@ impl<'c> Unit<'c> {
         );
         let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
         for user in &absent {
-            query = query.bind(*user).bind(Plan::Free.as_str()).bind(catalog.free_credits).bind(0i64);
+            query = query.bind(*user).bind(tally_core::FREE).bind(self.catalogue.free.credits).bind(0i64);
             query = query.bind(self.t).bind(self.t);
         }
         // A row inserted here is ours until commit: no one else can see it, let alone change it.
         for user in query.fetch_all(&mut *self.conn).await? {
-            let account = Account::new_user(&user, catalog);
+            let account = Account::new_user(&user, self.catalogue);
             self.entries.push((user.clone(), account.opening_entry()));
             self.accounts.insert(user, Held { account, customer: None, dirty: false });
         }
@@ -264,8 +262,8 @@ impl<'c> Unit<'c> {
     }
 
     /// The user's account, locked (and opened if new).
-    pub async fn account(&mut self, user_id: &str, catalog: &Catalog) -> Result<&mut Held, StoreError> {
-        self.lock_accounts([user_id], catalog).await?;
+    pub async fn account(&mut self, user_id: &str) -> Result<&mut Held, StoreError> {
+        self.lock_accounts([user_id]).await?;
         self.accounts.get_mut(user_id).ok_or_else(|| StoreError::NotFound(format!("account {user_id}")))
     }
 
@@ -281,13 +279,8 @@ impl<'c> Unit<'c> {
 
     /// Ties the Stripe customer to the user unless the account has one or another user
     /// has it; says whether it did.
-    pub async fn link_customer(
-        &mut self,
-        user_id: &str,
-        customer: &str,
-        catalog: &Catalog,
-    ) -> Result<bool, StoreError> {
-        if self.account(user_id, catalog).await?.customer.is_some() {
+    pub async fn link_customer(&mut self, user_id: &str, customer: &str) -> Result<bool, StoreError> {
+        if self.account(user_id).await?.customer.is_some() {
             return Ok(false);
         }
         Owned::Customer.load(self.conn, &mut self.customers, [customer]).await?;
@@ -360,14 +353,25 @@ impl<'c> Unit<'c> {
         Ok((self.subscriptions[id].clone(), period, latest))
     }
 
+    /// The subscription and its newest granted period.
+    pub async fn latest_granted_period(
+        &mut self,
+        id: &str,
+    ) -> Result<(Option<SubscriptionState>, Option<Period>), StoreError> {
+        let (subscription, _, latest) = self.subscription_context(id, None).await?;
+        let period = latest.and_then(|start| self.periods.get(id)?.get(&start).cloned());
+        Ok((subscription, period))
+    }
+
     async fn load_subscriptions<'k>(&mut self, ids: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
         let want = missing(ids, &self.subscriptions);
         if want.is_empty() {
             return Ok(());
         }
-        type Row = (String, String, String, Option<String>, Option<i64>, i64, i64);
+        type Row = (String, String, String, Option<String>, Option<String>, Option<i64>, Option<i64>, i64, i64);
         let sql = format!(
-            "select id, user_id, status, plan, current_period_end, cancel_at_period_end, state_at
+            "select id, user_id, status, plan, price_id, current_period_start, current_period_end,
+                    cancel_at_period_end, state_at
              from subscriptions where id in ({})",
             placeholders(1, want.len())
         );
@@ -389,12 +393,14 @@ impl<'c> Unit<'c> {
             self.subscriptions.insert((*id).to_owned(), None);
             self.periods.insert((*id).to_owned(), BTreeMap::new());
         }
-        for (id, user_id, status, p, current_period_end, cancel, state_at) in found {
+        for (id, user_id, status, plan, price_id, current_period_start, current_period_end, cancel, state_at) in found {
             let state = SubscriptionState {
                 id: id.clone(),
                 user_id,
                 status,
-                plan: plan(p),
+                plan,
+                price_id,
+                current_period_start,
                 current_period_end,
                 cancel_at_period_end: cancel != 0,
                 state_at,
@@ -402,8 +408,7 @@ impl<'c> Unit<'c> {
             self.subscriptions.insert(id, Some(state));
         }
         for (subscription_id, start, seen, granted) in periods {
-            let period =
-                Period { subscription_id: subscription_id.clone(), start, seen: plan(seen), granted: plan(granted) };
+            let period = Period { subscription_id: subscription_id.clone(), start, seen, granted };
             self.periods.entry(subscription_id).or_default().insert(start, period);
         }
         Ok(())
@@ -466,8 +471,10 @@ impl<'c> Unit<'c> {
 
     // Finding the user an event is about
 
-    /// The user an event is about: named in its metadata, or known by its subscription,
-    /// its Stripe customer, or (for refunds) its top-up's payment intent.
+    /// The user an event is about. The first link wins (CONTRACT §1, "Who owns a Stripe
+    /// customer"): the owner of its Stripe customer, subscription or (for refunds) its
+    /// top-up's payment intent, as stored; only for objects tally has not linked yet,
+    /// the user its metadata or `client_reference_id` names.
     pub async fn find_user(&mut self, kind: &EventKind) -> Result<Option<String>, StoreError> {
         Owned::Subscription.load(self.conn, &mut self.subscription_users, kind.subscription_id()).await?;
         let customer = kind.owner().and_then(|o| o.customer.as_deref());
@@ -479,12 +486,16 @@ impl<'c> Unit<'c> {
     /// [`Unit::find_user`] from the owners loaded already.
     fn known_user(&self, kind: &EventKind) -> Option<String> {
         let owner = kind.owner();
-        let named = owner.and_then(|o| o.user_id.clone());
         let of = |map: &HashMap<String, Option<String>>, key: Option<&str>| map.get(key?)?.clone();
-        named
+        of(&self.customers, owner.and_then(|o| o.customer.as_deref()))
             .or_else(|| of(&self.subscription_users, kind.subscription_id()))
-            .or_else(|| of(&self.customers, owner.and_then(|o| o.customer.as_deref())))
             .or_else(|| of(&self.intent_users, kind.payment_intent()))
+            .or_else(|| owner.and_then(|o| o.user_id.clone()))
+    }
+
+    /// Keeps an event whose metadata names another user than the owner it was applied to.
+    pub fn record_conflict(&mut self, event_id: &str, owner: &str, named: &str) {
+        self.conflicts.push((event_id.to_owned(), owner.to_owned(), named.to_owned()));
     }
 
     /// Takes what the credit rules changed.
@@ -517,6 +528,7 @@ impl<'c> Unit<'c> {
         self.write_periods().await?;
         self.write_topups().await?;
         self.write_events().await?;
+        self.write_conflicts().await?;
         self.write_outcomes().await
     }
 
@@ -567,17 +579,21 @@ impl<'c> Unit<'c> {
         let t = self.t;
         let rows: Vec<&SubscriptionState> =
             unique(&self.dirty_subscriptions).filter_map(|id| self.subscriptions.get(id.as_str())?.as_ref()).collect();
-        let sql = "insert into subscriptions (id, user_id, status, plan, current_period_end, cancel_at_period_end,
-                       state_at, updated_at)
+        let sql = "insert into subscriptions (id, user_id, status, plan, price_id, current_period_start,
+                       current_period_end, cancel_at_period_end, state_at, updated_at)
                    values {rows} on conflict (id) do update set status = excluded.status, plan = excluded.plan,
+                       price_id = excluded.price_id,
+                       current_period_start = excluded.current_period_start,
                        current_period_end = excluded.current_period_end,
                        cancel_at_period_end = excluded.cancel_at_period_end,
                        state_at = excluded.state_at, updated_at = excluded.updated_at";
-        insert_rows(&mut *self.conn, sql, 8, rows.chunks(CHUNK), |q, s| {
+        insert_rows(&mut *self.conn, sql, 10, rows.chunks(CHUNK), |q, s| {
             q.bind(&s.id)
                 .bind(&s.user_id)
                 .bind(&s.status)
-                .bind(s.plan.map(Plan::as_str))
+                .bind(s.plan.as_deref())
+                .bind(s.price_id.as_deref())
+                .bind(s.current_period_start)
                 .bind(s.current_period_end)
                 .bind(i64::from(s.cancel_at_period_end))
                 .bind(s.state_at)
@@ -593,7 +609,7 @@ impl<'c> Unit<'c> {
         let sql = "insert into periods (subscription_id, start, seen, granted) values {rows}
                    on conflict (subscription_id, start) do update set seen = excluded.seen, granted = excluded.granted";
         insert_rows(&mut *self.conn, sql, 4, rows.chunks(CHUNK), |q, p| {
-            q.bind(&p.subscription_id).bind(p.start).bind(p.seen.map(Plan::as_str)).bind(p.granted.map(Plan::as_str))
+            q.bind(&p.subscription_id).bind(p.start).bind(p.seen.as_deref()).bind(p.granted.as_deref())
         })
         .await?;
         Ok(())
@@ -639,6 +655,17 @@ impl<'c> Unit<'c> {
         if stored != self.events.len() as u64 {
             return Err(StoreError::Conflict("an event was stored by another delivery meanwhile".into()));
         }
+        Ok(())
+    }
+
+    async fn write_conflicts(&mut self) -> Result<(), StoreError> {
+        let t = self.t;
+        let sql = "insert into ownership_conflicts (event_id, owner, named, recorded_at) values {rows}
+                   on conflict (event_id) do nothing";
+        insert_rows(&mut *self.conn, sql, 4, self.conflicts.chunks(CHUNK), |q, (event, owner, named)| {
+            q.bind(event).bind(owner).bind(named).bind(t)
+        })
+        .await?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{AnyConnection, AnyPool};
-use tally_core::{Account, Catalog, EventKind};
+use tally_core::{Account, Catalogue, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
@@ -36,17 +36,12 @@ pub(crate) enum Done {
     Billing(Billing),
 }
 
-struct Job {
-    work: Work,
-    catalog: Catalog,
-}
-
 type Reply = oneshot::Sender<Result<Done, StoreError>>;
 
 /// The handle requests send their writes through.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    queue: mpsc::Sender<(Job, Reply)>,
+    queue: mpsc::Sender<(Work, Reply)>,
     stats: Arc<Stats>,
 }
 
@@ -62,10 +57,10 @@ pub struct Stats {
 
 impl Writer {
     /// Starts the writer; it stops when the last handle is dropped.
-    pub fn start(pool: AnyPool) -> Writer {
+    pub fn start(pool: AnyPool, catalogue: Arc<Catalogue>) -> Writer {
         let (queue, waiting) = mpsc::channel(4 * MAX_BATCH);
         let stats = Arc::new(Stats::default());
-        tokio::spawn(run(pool, waiting, stats.clone()));
+        tokio::spawn(run(pool, catalogue, waiting, stats.clone()));
         Writer { queue, stats }
     }
 
@@ -73,10 +68,9 @@ impl Writer {
         &self.stats
     }
 
-    pub async fn submit(&self, work: Work, catalog: &Catalog) -> Result<Done, StoreError> {
+    pub async fn submit(&self, work: Work) -> Result<Done, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { work, catalog: catalog.clone() };
-        self.queue.send((job, reply)).await.map_err(|_| stopped())?;
+        self.queue.send((work, reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -85,20 +79,26 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the writer stopped".into())
 }
 
-async fn run(pool: AnyPool, mut waiting: mpsc::Receiver<(Job, Reply)>, stats: Arc<Stats>) {
+async fn run(pool: AnyPool, catalogue: Arc<Catalogue>, mut waiting: mpsc::Receiver<(Work, Reply)>, stats: Arc<Stats>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (jobs, replies): (Vec<Job>, Vec<Reply>) = std::mem::take(&mut batch).into_iter().unzip();
+        let (jobs, replies): (Vec<Work>, Vec<Reply>) = std::mem::take(&mut batch).into_iter().unzip();
         // A batch runs as its own task so that a panic ends that batch (its requests see
         // the writer stopped) and not the writer.
-        let _ = tokio::spawn(write_and_answer(pool.clone(), jobs, replies, stats.clone())).await;
+        let _ = tokio::spawn(write_and_answer(pool.clone(), catalogue.clone(), jobs, replies, stats.clone())).await;
     }
 }
 
-async fn write_and_answer(pool: AnyPool, jobs: Vec<Job>, replies: Vec<Reply>, stats: Arc<Stats>) {
+async fn write_and_answer(
+    pool: AnyPool,
+    catalogue: Arc<Catalogue>,
+    jobs: Vec<Work>,
+    replies: Vec<Reply>,
+    stats: Arc<Stats>,
+) {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    match write(&pool, &jobs).await {
+    match write(&pool, &catalogue, &jobs).await {
         Ok(answers) => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
@@ -118,7 +118,7 @@ async fn write_and_answer(pool: AnyPool, jobs: Vec<Job>, replies: Vec<Reply>, st
             tracing::warn!(error = %e, jobs = jobs.len(), "batch failed; writing its jobs one by one");
             stats.split.fetch_add(1, Ordering::Relaxed);
             for (job, reply) in jobs.into_iter().zip(replies) {
-                let answer = write(&pool, std::slice::from_ref(&job)).await.and_then(|mut a| a.remove(0));
+                let answer = write(&pool, &catalogue, std::slice::from_ref(&job)).await.and_then(|mut a| a.remove(0));
                 let _ = reply.send(answer);
             }
         }
@@ -131,11 +131,15 @@ async fn write_and_answer(pool: AnyPool, jobs: Vec<Job>, replies: Vec<Reply>, st
 }
 
 /// Applies the jobs in one transaction; a job the rules refuse gets its own error.
-async fn write(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+async fn write(
+    pool: &AnyPool,
+    catalogue: &Catalogue,
+    jobs: &[Work],
+) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let start = std::time::Instant::now();
     let result = async {
         let mut tx = pool.begin().await?;
-        let answers = apply(&mut tx, jobs).await?;
+        let answers = apply(&mut tx, catalogue, jobs).await?;
         tx.commit().await?;
         Ok(answers)
     }
@@ -161,23 +165,27 @@ enum Pending {
     Account(Account),
 }
 
-async fn apply(conn: &mut AnyConnection, jobs: &[Job]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+async fn apply(
+    conn: &mut AnyConnection,
+    catalogue: &Catalogue,
+    jobs: &[Work],
+) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let deliveries: Vec<&Delivery> = jobs
         .iter()
-        .filter_map(|j| match &j.work {
+        .filter_map(|j| match j {
             Work::Ingest(d) => Some(&**d),
             Work::Once(_) => None,
         })
         .collect();
     let onces: Vec<&Once> = jobs
         .iter()
-        .filter_map(|j| match &j.work {
+        .filter_map(|j| match j {
             Work::Once(o) => Some(o),
             Work::Ingest(_) => None,
         })
         .collect();
     let stored = claim(conn, deliveries.iter().map(|d| d.id.as_str())).await?;
-    let mut unit = Unit::new(conn);
+    let mut unit = Unit::new(conn, catalogue);
     let to_apply: Vec<&EventKind> = deliveries
         .iter()
         .filter(|d| stored.get(&d.id).is_none_or(|o| Outcome::retryable(o)))
@@ -185,14 +193,13 @@ async fn apply(conn: &mut AnyConnection, jobs: &[Job]) -> Result<Vec<Result<Done
         .collect();
     let users: Vec<&str> = onces.iter().map(|o| o.user_id.as_str()).collect();
     let references: Vec<&str> = onces.iter().map(|o| o.reference.as_str()).collect();
-    // One process has one catalog; it only names the free allowance of new accounts here.
-    unit.prefetch(&to_apply, &users, &references, &jobs[0].catalog).await?;
+    unit.prefetch(&to_apply, &users, &references).await?;
 
     let mut pending = Vec::with_capacity(jobs.len());
     let mut inbox: Vec<Delivered> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for job in jobs {
-        match &job.work {
+        match job {
             Work::Ingest(d) => {
                 // A second delivery of an id within the batch is a redelivery like any
                 // other: applied again if the first left it unmatched or failed.
@@ -217,7 +224,7 @@ async fn apply(conn: &mut AnyConnection, jobs: &[Job]) -> Result<Vec<Result<Done
                     continue;
                 }
                 let outcome = match &d.event {
-                    Ok(event) => apply_event(&mut unit, event, &job.catalog).await?,
+                    Ok(event) => apply_event(&mut unit, event).await?,
                     Err(reason) => {
                         IngestOutcome { outcome: Outcome::Failed, user_id: None, note: Some(reason.clone()) }
                     }
@@ -225,7 +232,7 @@ async fn apply(conn: &mut AnyConnection, jobs: &[Job]) -> Result<Vec<Result<Done
                 inbox[i].outcome = Some(outcome.clone());
                 pending.push(Ok(Pending::Ingested(outcome)));
             }
-            Work::Once(once) => pending.push(apply_once(&mut unit, once, &job.catalog).await?.map(Pending::Account)),
+            Work::Once(once) => pending.push(apply_once(&mut unit, once).await?.map(Pending::Account)),
         }
     }
     for delivered in inbox {

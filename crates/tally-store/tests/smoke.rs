@@ -1,29 +1,27 @@
 //! The store's queries run on both backends.
 
-use tally_core::Catalog;
 use tally_store::{Spend, Store};
 
 async fn each_backend() -> Vec<Store> {
     let dir = std::env::temp_dir().join(format!("tally-store-smoke-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&dir);
-    let mut stores = vec![Store::connect(&format!("sqlite://{}", dir.display())).await.unwrap()];
+    let mut stores = vec![Store::connect(&format!("sqlite://{}", dir.display()), Default::default()).await.unwrap()];
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
-        stores.push(Store::connect(&url).await.unwrap());
+        stores.push(Store::connect(&url, Default::default()).await.unwrap());
     }
     stores
 }
 
 #[tokio::test]
 async fn migrations_spend_and_ledger_work_on_each_backend() {
-    let catalog = Catalog::default();
     for store in each_backend().await {
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         let user = format!("smoke-{}", std::process::id());
         let spend = Spend { user_id: &user, amount: 30, idempotency_key: &format!("{user}-k"), reason: "test" };
-        let billing = store.spend(spend, &catalog).await.unwrap();
+        let billing = store.spend(spend).await.unwrap();
         assert_eq!(billing.credits, 70);
-        let again = store.spend(spend, &catalog).await.unwrap();
+        let again = store.spend(spend).await.unwrap();
         assert_eq!(again.credits, 70);
         let ledger = store.ledger(&user, 10, None).await.unwrap();
         assert_eq!(ledger.len(), 2);

@@ -1,8 +1,8 @@
 //! The Stripe calls tally makes, with Stripe's own parameter names.
 
 use serde::Deserialize;
-use tally_core::Item;
 use tally_core::event::CheckoutSession;
+use tally_core::{Catalogue, Interval, Price as CataloguePrice, Product};
 
 use crate::client::{StripeClient, StripeError};
 
@@ -35,7 +35,10 @@ pub struct RetrievedSession {
 #[derive(Debug, Clone)]
 pub struct CheckoutRequest<'a> {
     pub user_id: &'a str,
-    pub item: Item,
+    /// The plan or pack id, kept in the session's metadata.
+    pub item: &'a str,
+    /// A plan's recurring price (subscription mode) rather than a pack's one-time one.
+    pub subscription: bool,
     pub price_id: &'a str,
     pub customer: &'a str,
     pub success_url: &'a str,
@@ -48,20 +51,20 @@ impl CheckoutRequest<'_> {
     pub fn form(&self) -> Vec<(String, String)> {
         let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
         let mut form = vec![
-            pair("mode", if self.item == Item::Topup { "payment" } else { "subscription" }),
+            pair("mode", if self.subscription { "subscription" } else { "payment" }),
             pair("customer", self.customer),
             pair("client_reference_id", self.user_id),
             pair("line_items[0][price]", self.price_id),
             pair("line_items[0][quantity]", "1"),
             pair("metadata[user_id]", self.user_id),
-            pair("metadata[item]", self.item.as_str()),
+            pair("metadata[item]", self.item),
             pair("success_url", self.success_url),
             pair("cancel_url", self.cancel_url),
         ];
-        if self.item == Item::Topup {
-            form.push(pair("payment_intent_data[metadata][user_id]", self.user_id));
-        } else {
+        if self.subscription {
             form.push(pair("subscription_data[metadata][user_id]", self.user_id));
+        } else {
+            form.push(pair("payment_intent_data[metadata][user_id]", self.user_id));
         }
         if self.allow_promotion_codes {
             form.push(pair("allow_promotion_codes", "true"));
@@ -75,6 +78,24 @@ impl CheckoutRequest<'_> {
 pub struct Price {
     pub id: String,
     pub lookup_key: Option<String>,
+    pub product: Option<String>,
+    pub unit_amount: Option<i64>,
+    pub currency: Option<String>,
+    pub recurring: Option<Recurring>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Recurring {
+    pub interval: String,
+}
+
+impl Price {
+    /// Whether this Stripe price sells what the catalogue's price says.
+    fn matches(&self, want: &CataloguePrice) -> bool {
+        self.unit_amount == Some(want.amount)
+            && self.currency.as_deref() == Some(want.currency.as_str())
+            && self.recurring.as_ref().map(|r| r.interval.as_str()) == want.interval.map(Interval::as_str)
+    }
 }
 
 #[derive(Deserialize)]
@@ -119,27 +140,36 @@ impl StripeClient {
         Ok(list.data)
     }
 
-    /// A product and its price, found again by `lookup_key` on a rerun.
-    pub async fn create_product_with_price(
+    /// A product for a catalogue item.
+    pub async fn create_product(&self, item: &str, name: &str) -> Result<String, StripeError> {
+        let form = [("name".to_owned(), name.to_owned()), ("metadata[tally_item]".to_owned(), item.to_owned())];
+        let product: Created = self.post("/v1/products", &form, &new_key("product")).await?;
+        Ok(product.id)
+    }
+
+    /// A price of `product`, under `lookup_key`; `transfer` moves the key from an older
+    /// price of the same item (a changed amount), so that a rerun finds this one.
+    pub async fn create_price(
         &self,
-        name: &str,
+        product: &str,
         lookup_key: &str,
-        unit_amount: i64,
-        monthly: bool,
+        price: &CataloguePrice,
+        transfer: bool,
     ) -> Result<Price, StripeError> {
-        let product: Created = self
-            .post("/v1/products", &[("name".to_owned(), name.to_owned())], &format!("tally-product-{lookup_key}"))
-            .await?;
         let mut form = vec![
-            ("product".to_owned(), product.id),
-            ("currency".to_owned(), "usd".to_owned()),
-            ("unit_amount".to_owned(), unit_amount.to_string()),
+            ("product".to_owned(), product.to_owned()),
+            ("currency".to_owned(), price.currency.clone()),
+            ("unit_amount".to_owned(), price.amount.to_string()),
             ("lookup_key".to_owned(), lookup_key.to_owned()),
         ];
-        if monthly {
-            form.push(("recurring[interval]".to_owned(), "month".to_owned()));
+        if let Some(interval) = price.interval {
+            form.push(("recurring[interval]".to_owned(), interval.as_str().to_owned()));
         }
-        self.post("/v1/prices", &form, &format!("tally-price-{lookup_key}")).await
+        if transfer {
+            form.push(("transfer_lookup_key".to_owned(), "true".to_owned()));
+        }
+        let key = format!("tally-price-{lookup_key}-{}-{}", price.currency, price.amount);
+        self.post("/v1/prices", &form, &key).await
     }
 }
 
@@ -179,30 +209,65 @@ impl StripeClient {
     }
 }
 
-/// The products and prices of CONTRACT §1, by lookup key: (env var, lookup key, name,
-/// cents, monthly).
-pub const CATALOG: [(&str, &str, &str, i64, bool); 3] = [
-    ("STRIPE_PRO_PRICE_ID", "tally_pro", "Pro: 2,500 credits a month", 4_900, true),
-    ("STRIPE_ENTERPRISE_PRICE_ID", "tally_enterprise", "Enterprise: 10,000 credits a month", 19_900, true),
-    ("STRIPE_TOPUP_PRICE_ID", "tally_topup", "1,000 credits", 2_000, false),
-];
+/// The lookup key of an item's price: `tally_{item}` for a monthly or one-time price (so
+/// the default catalogue keeps the keys it always had), `tally_{item}_year` for a yearly one.
+pub fn lookup_key(item: &str, interval: Option<Interval>) -> String {
+    match interval {
+        Some(Interval::Year) => format!("tally_{item}_year"),
+        _ => format!("tally_{item}"),
+    }
+}
+
+/// A catalogue price that `tally stripe-setup` found or created in Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsuredPrice {
+    pub item: String,
+    /// Its position in the item's `prices`.
+    pub index: usize,
+    pub id: String,
+    /// Made now, rather than found from an earlier run.
+    pub created: bool,
+}
 
 impl StripeClient {
-    /// Finds tally's prices by lookup key and creates the missing ones, so a rerun
-    /// duplicates nothing; returns `(env var, price id)` for each.
-    pub async fn ensure_catalog(&self) -> Result<Vec<(&'static str, String)>, StripeError> {
-        let keys: Vec<&str> = CATALOG.iter().map(|(_, key, ..)| *key).collect();
-        let existing = self.prices_by_lookup_key(&keys).await?;
-        let mut lines = Vec::new();
-        for (env, key, name, cents, monthly) in CATALOG {
-            let found = existing.iter().find(|p| p.lookup_key.as_deref() == Some(key));
-            let id = match found {
-                Some(price) => price.id.clone(),
-                None => self.create_product_with_price(name, key, cents, monthly).await?.id,
-            };
-            lines.push((env, id));
+    /// Gives every catalogue price without an id one: the active Stripe price under its
+    /// lookup key when that sells the same amount, currency and interval, else a new
+    /// one (on the item's existing product when it has one). A rerun duplicates nothing.
+    pub async fn ensure_catalogue(&self, catalogue: &Catalogue) -> Result<Vec<EnsuredPrice>, StripeError> {
+        let items: Vec<Product<'_>> =
+            catalogue.plans.iter().map(Product::Plan).chain(catalogue.packs.iter().map(Product::Pack)).collect();
+        let mut ensured = Vec::new();
+        for item in items {
+            let wanted: Vec<(usize, &CataloguePrice, String)> = item
+                .prices()
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.id.is_none())
+                .map(|(i, p)| (i, p, lookup_key(item.id(), p.interval)))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let all_keys: Vec<String> = item.prices().iter().map(|p| lookup_key(item.id(), p.interval)).collect();
+            let key_refs: Vec<&str> = all_keys.iter().map(String::as_str).collect();
+            let existing = self.prices_by_lookup_key(&key_refs).await?;
+            let mut product = existing.iter().find_map(|p| p.product.clone());
+            for (index, price, key) in wanted {
+                let found = existing.iter().find(|p| p.lookup_key.as_deref() == Some(key.as_str()));
+                if let Some(found) = found.filter(|p| p.matches(price)) {
+                    ensured.push(EnsuredPrice { item: item.id().into(), index, id: found.id.clone(), created: false });
+                    continue;
+                }
+                let product_id = match &product {
+                    Some(id) => id.clone(),
+                    None => self.create_product(item.id(), item.name()).await?,
+                };
+                product = Some(product_id.clone());
+                let made = self.create_price(&product_id, &key, price, found.is_some()).await?;
+                ensured.push(EnsuredPrice { item: item.id().into(), index, id: made.id, created: true });
+            }
         }
-        Ok(lines)
+        Ok(ensured)
     }
 }
 

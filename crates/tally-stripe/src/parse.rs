@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use tally_core::event::{BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, PlanLine, Subscription};
-use tally_core::{BillingEvent, EventKind, Item};
+use tally_core::{BillingEvent, EventKind};
 
 /// Why a body is not an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,7 +191,7 @@ impl CheckoutObject {
             id: self.id,
             mode,
             paid: async_succeeded || self.payment_status.as_deref() == Some("paid"),
-            item: self.metadata.and_then(|m| m.item).as_deref().and_then(Item::parse),
+            item: self.metadata.and_then(|m| m.item).filter(|i| !i.is_empty()),
             subscription: id_of(self.subscription),
             payment_intent: id_of(self.payment_intent),
             owner: Owner { user_id, customer: id_of(self.customer) },
@@ -215,6 +215,7 @@ struct InvoiceParent {
 struct InvoiceObject {
     id: String,
     billing_reason: Option<String>,
+    amount_paid: Option<i64>,
     customer: Option<Expandable>,
     metadata: Option<Metadata>,
     /// 2023 shape.
@@ -324,6 +325,7 @@ impl From<InvoiceObject> for Invoice {
                 Some("subscription_cycle") => BillingReason::SubscriptionCycle,
                 _ => BillingReason::Other,
             },
+            amount_paid: inv.amount_paid,
             plan_lines: lines.into_iter().filter(InvoiceLine::pays_a_period).map(InvoiceLine::into_plan_line).collect(),
             owner: Owner { user_id, customer: id_of(inv.customer) },
         }

@@ -1,8 +1,8 @@
 //! Both API shapes read into the same normalized event.
 
 use serde_json::json;
+use tally_core::EventKind;
 use tally_core::event::{BillingReason, CheckoutMode, PlanLine};
-use tally_core::{EventKind, Item};
 use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
 use tally_stripe::{ParseError, parse_event};
 
@@ -99,7 +99,7 @@ fn checkout_sessions_read_mode_payment_status_and_item() {
         else {
             panic!()
         };
-        assert_eq!((s.mode, s.paid, s.item), (CheckoutMode::Payment, false, Some(Item::Topup)));
+        assert_eq!((s.mode, s.paid, s.item), (CheckoutMode::Payment, false, Some("topup".to_owned())));
         assert_eq!(s.payment_intent.as_deref(), Some("pi_1"));
         let EventKind::Checkout(s) =
             kind_of(fake::event(shape, "checkout.session.async_payment_succeeded", "e", 1, obj))

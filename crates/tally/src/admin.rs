@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use tally_server::Config;
-use tally_store::{Store, StoredEvent};
+use tally_store::StoredEvent;
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
@@ -19,7 +19,7 @@ pub struct ReplayArgs {
 /// Applies stored events again through the same path as a webhook. An event that was
 /// applied before stays a duplicate; unmatched and failed ones get another chance.
 pub async fn replay(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url).await?;
+    let store = config.connect_store().await?;
     store.migrate().await?;
     let events: Vec<StoredEvent> = match (&args.event_id, args.unmatched, args.failed) {
         (Some(id), ..) => match store.event(id).await? {
@@ -38,7 +38,7 @@ pub async fn replay(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let result = tally_server::ingest_parsed(&store, &config.catalog, &parsed, &stored.payload).await?;
+        let result = tally_server::ingest_parsed(&store, &parsed, &stored.payload).await?;
         println!("{} {} -> {}", stored.id, stored.event_type, result.outcome.as_str());
     }
     println!("replayed {} event(s)", events.len());
@@ -47,14 +47,17 @@ pub async fn replay(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
 
 /// Exits 1 when an invariant is broken.
 pub async fn audit(config: Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url).await?;
+    let store = config.connect_store().await?;
     store.migrate().await?;
-    let problems = store.audit().await?;
-    for problem in &problems {
+    let audit = store.audit().await?;
+    for problem in &audit.violations {
         println!("{problem}");
     }
-    if !problems.is_empty() {
-        bail!("{} invariant(s) broken", problems.len());
+    for notice in &audit.notices {
+        println!("note: {notice}");
+    }
+    if !audit.violations.is_empty() {
+        bail!("{} invariant(s) broken", audit.violations.len());
     }
     println!("ok: the ledger sums to every balance, nothing was granted twice, every tier has its subscription");
     Ok(())

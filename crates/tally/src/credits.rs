@@ -31,11 +31,11 @@ pub enum Command {
 }
 
 pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url).await?;
+    let store = config.connect_store().await?;
     store.migrate().await?;
     let user = match command {
         Command::Show { user, limit } => {
-            show(&store, &config, &user, limit).await?;
+            show(&store, &user, limit).await?;
             return Ok(());
         }
         Command::Grant { user, amount, bucket, reason, key } => {
@@ -45,16 +45,16 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let key = key.unwrap_or_else(|| format!("cli:{}", hex::encode(rand::random::<[u8; 12]>())));
             let bucket = Bucket::parse(&bucket).expect("clap checked the bucket");
             let grant = Grant { user_id: &user, amount, bucket, reason: &reason, key: &key };
-            store.grant(grant, &config.catalog).await?;
+            store.grant(grant).await?;
             println!("granted {amount} {} credits to {user} (key {key})", bucket.as_str());
             user
         }
     };
-    show(&store, &config, &user, 5).await
+    show(&store, &user, 5).await
 }
 
-async fn show(store: &Store, config: &Config, user: &str, limit: i64) -> anyhow::Result<()> {
-    let billing = store.billing(user, &config.catalog).await?;
+async fn show(store: &Store, user: &str, limit: i64) -> anyhow::Result<()> {
+    let billing = store.billing(user).await?;
     println!("{}", serde_json::to_string_pretty(&billing)?);
     let rows = store.ledger(user, limit.clamp(1, 500), None).await?;
     println!("{:>8}  {:<6} {:>9} {:>9}  {:<22} reference", "id", "bucket", "delta", "after", "reason");

@@ -1,6 +1,7 @@
 //! The `tally` command: run the service, migrate its database, and drive it offline.
 
 mod admin;
+mod catalogue;
 mod credits;
 mod stripe_setup;
 mod sync;
@@ -11,7 +12,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tally_server::{Application, Config};
-use tally_store::Store;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -27,6 +27,8 @@ enum Command {
     Serve,
     /// Bring the database schema up to date.
     Migrate,
+    /// Print the effective catalogue: plans, packs and their prices.
+    Catalogue(catalogue::Args),
     /// Sign a realistic Stripe event for a user and post it to tally, offline.
     Trigger(trigger::Args),
     /// Apply stored events again: one, or all unmatched or failed ones.
@@ -35,7 +37,8 @@ enum Command {
     Audit,
     /// Pull recent events from the Stripe API and apply what webhooks missed.
     Sync(sync::Args),
-    /// Create the products and prices in the Stripe account and print the env lines.
+    /// Create the catalogue's missing products and prices in the Stripe account; write
+    /// their ids into the catalogue file (or print the env lines without one).
     StripeSetup,
     /// Show or adjust a user's credits.
     #[command(subcommand)]
@@ -70,11 +73,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             app.run().await
         }
         Command::Migrate => {
-            let store = Store::connect(&config.database_url).await?;
+            let store = config.connect_store().await?;
             store.migrate().await?;
             println!("database is up to date");
             Ok(())
         }
+        Command::Catalogue(args) => catalogue::run(args, &config),
         Command::Trigger(args) => trigger::run(args, config).await,
         Command::Credits(command) => credits::run(command, config).await,
         Command::StripeSetup => stripe_setup::run(config).await,

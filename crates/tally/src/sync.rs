@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use tally_server::Config;
-use tally_store::Store;
 use tally_stripe::StripeClient;
 
 #[derive(clap::Args)]
@@ -14,13 +13,12 @@ pub struct Args {
 
 pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let key = config.stripe_secret_key.as_deref().context("STRIPE_SECRET_KEY: needed to read events from Stripe")?;
-    let store = Store::connect(&config.database_url).await?;
+    let store = config.connect_store().await?;
     store.migrate().await?;
     let client = StripeClient::new(&config.stripe_api_base, key, config.stripe_client.clone());
     let since = tally_store::now() - i64::from(args.days) * 24 * 3600;
-    let report = tally_server::sync::sync(&client, &store, &config.catalog, since)
-        .await
-        .map_err(|e| anyhow::anyhow!("sync failed: {e}"))?;
+    let report =
+        tally_server::sync::sync(&client, &store, since).await.map_err(|e| anyhow::anyhow!("sync failed: {e}"))?;
     let total: usize = report.values().sum();
     let parts: Vec<String> = report.iter().map(|(outcome, n)| format!("{n} {outcome}")).collect();
     println!(

@@ -4,12 +4,13 @@
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use tally_core::{Item, Plan};
+use tally_core::{Catalogue, Interval, Price, Product};
 use tally_server::{Config, DEV_WEBHOOK_SECRET_KEY};
-use tally_store::{Store, TriggerState};
+use tally_store::TriggerState;
 use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
 
 const MONTH: i64 = 30 * 24 * 3600;
+const YEAR: i64 = 365 * 24 * 3600;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,9 +21,13 @@ pub struct Args {
     /// The user the event is about.
     #[arg(long, default_value = "dev-user")]
     user: String,
-    /// What was bought (checkout) or changed to (subscription.updated).
-    #[arg(long, value_parser = ["pro", "enterprise", "topup"])]
+    /// The catalogue's plan or pack id bought (checkout) or changed to
+    /// (subscription.updated); default: the first plan.
+    #[arg(long)]
     item: Option<String>,
+    /// Which of the plan's prices: month or year; default: its first.
+    #[arg(long, value_parser = ["month", "year"])]
+    interval: Option<String>,
     /// Where to post; default: the webhook route at TALLY_BIND.
     #[arg(long)]
     url: Option<String>,
@@ -32,7 +37,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url).await?;
+    let store = config.connect_store().await?;
     store.migrate().await?;
     let secret = match config.webhook_secrets.first() {
         Some(secret) => secret.clone(),
@@ -47,10 +52,10 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         user: &args.user,
         customer: state.customer.clone().unwrap_or_else(|| new_id("cus")),
         now: tally_store::now(),
-        config: &config,
+        catalogue: &config.catalogue,
     };
-    let item = args.item.as_deref().and_then(Item::parse);
-    let events = story.events(&args.event, item, &state)?;
+    let interval = args.interval.as_deref().and_then(Interval::parse);
+    let events = story.events(&args.event, args.item.as_deref(), interval, &state)?;
     let url = args.url.clone().unwrap_or_else(|| {
         let host =
             if config.bind.ip().is_unspecified() { "127.0.0.1".to_owned() } else { config.bind.ip().to_string() };
@@ -84,66 +89,122 @@ pub async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A catalogue price that a story pays: the item it sells and its Stripe id.
+struct Priced<'a> {
+    item: Product<'a>,
+    price: &'a Price,
+    id: &'a str,
+}
+
+impl Priced<'_> {
+    /// How long one period of this price lasts.
+    fn period(&self) -> i64 {
+        if self.price.interval == Some(Interval::Year) { YEAR } else { MONTH }
+    }
+}
+
 /// The next chapter of one user's life as a Stripe customer.
 struct Story<'a> {
     shape: Shape,
     user: &'a str,
     customer: String,
     now: i64,
-    config: &'a Config,
+    catalogue: &'a Catalogue,
 }
 
-impl Story<'_> {
-    fn price(&self, item: Item) -> String {
-        let offer = self.config.catalog.offer(item);
-        offer.price_id.clone().unwrap_or_else(|| tally_server::config::dev_price_id(item))
+impl<'a> Story<'a> {
+    /// The price of `item` (default: the first plan) at `interval` (default: its first).
+    fn priced(&self, item: Option<&str>, interval: Option<Interval>) -> anyhow::Result<Priced<'a>> {
+        let catalogue = self.catalogue;
+        let product = match item {
+            Some(id) => catalogue.item(id).with_context(|| format!("{id:?} is not a plan or pack of the catalogue"))?,
+            None => Product::Plan(catalogue.plans.first().context("the catalogue has no plan")?),
+        };
+        let price = product
+            .price_for(interval)
+            .with_context(|| format!("{} has no {} price", product.id(), interval.map_or("", Interval::as_str)))?;
+        let id = price
+            .id
+            .as_deref()
+            .with_context(|| format!("a price of {} has no Stripe id yet: run `tally stripe-setup`", product.id()))?;
+        Ok(Priced { item: product, price, id })
+    }
+
+    /// The price a subscription is on now: its stored price, else its plan's first.
+    fn current_price(&self, plan: Option<&str>, price_id: Option<&str>) -> anyhow::Result<Priced<'a>> {
+        let by_price = price_id.and_then(|id| {
+            let product = self.catalogue.product_of_price(id)?;
+            let price = product.prices().iter().find(|p| p.id.as_deref() == Some(id))?;
+            Some(Priced { item: product, price, id: price.id.as_deref()? })
+        });
+        match by_price {
+            Some(priced) => Ok(priced),
+            None => self.priced(plan, None),
+        }
     }
 
     fn event(&self, event_type: &str, object: Value) -> Value {
         fake::event(self.shape, event_type, &new_id("evt"), self.now, object)
     }
 
-    fn events(&self, event_type: &str, item: Option<Item>, state: &TriggerState) -> anyhow::Result<Vec<Value>> {
+    fn events(
+        &self,
+        event_type: &str,
+        item: Option<&str>,
+        interval: Option<Interval>,
+        state: &TriggerState,
+    ) -> anyhow::Result<Vec<Value>> {
         match event_type {
-            "checkout.session.completed" => match item.unwrap_or(Item::Pro) {
-                Item::Topup => Ok(vec![self.topup_checkout("checkout.session.completed", "paid")]),
-                plan_item => Ok(self.subscribe(plan_item)),
-            },
-            "checkout.session.async_payment_succeeded" => Ok(vec![
-                self.topup_checkout("checkout.session.completed", "unpaid"),
-                self.topup_checkout("checkout.session.async_payment_succeeded", "paid"),
-            ]),
+            "checkout.session.completed" => {
+                let priced = self.priced(item, interval)?;
+                match priced.item {
+                    Product::Pack(_) => Ok(vec![self.pack_checkout(&priced, "checkout.session.completed", "paid")]),
+                    Product::Plan(_) => Ok(self.subscribe(&priced)),
+                }
+            }
+            "checkout.session.async_payment_succeeded" => {
+                let pack = match item {
+                    Some(_) => self.priced(item, None)?,
+                    None => self.priced(
+                        Some(self.catalogue.packs.first().context("the catalogue has no pack")?.id.as_str()),
+                        None,
+                    )?,
+                };
+                Ok(vec![
+                    self.pack_checkout(&pack, "checkout.session.completed", "unpaid"),
+                    self.pack_checkout(&pack, "checkout.session.async_payment_succeeded", "paid"),
+                ])
+            }
             "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => {
-                let (sub, plan, period_start) = self.current_subscription(state)?;
+                let (sub, priced, period_start) = self.current_subscription(state)?;
                 // The period after the newest one granted.
                 let start = match period_start {
-                    0 => state.current_period_end.unwrap_or(self.now + MONTH),
-                    latest => latest + MONTH,
+                    0 => state.current_period_end.unwrap_or(self.now + priced.period()),
+                    latest => latest + priced.period(),
                 };
                 let paid = event_type != "invoice.payment_failed";
-                let invoice = self.invoice(
-                    &sub,
-                    plan_item(plan),
-                    "subscription_cycle",
-                    start,
-                    if paid { "paid" } else { "open" },
-                );
+                let invoice =
+                    self.invoice(&sub, &priced, "subscription_cycle", start, if paid { "paid" } else { "open" });
                 Ok(vec![self.event(event_type, invoice)])
             }
             "customer.subscription.updated" => {
-                let (sub, plan, period_start) = self.current_subscription(state)?;
-                let to = item.unwrap_or(plan_item(plan));
-                if to == Item::Topup {
-                    bail!("a subscription changes to pro or enterprise, not topup");
+                let (sub, current, period_start) = self.current_subscription(state)?;
+                let to = match item {
+                    Some(_) => self.priced(item, interval)?,
+                    None => current,
+                };
+                if matches!(to.item, Product::Pack(_)) {
+                    bail!("a subscription changes to a plan, not to the pack {}", to.item.id());
                 }
-                Ok(vec![self.event(event_type, self.subscription(&sub, to, "active", period_start))])
+                Ok(vec![self.event(event_type, self.subscription(&sub, &to, "active", period_start))])
             }
             "customer.subscription.deleted" => {
-                let (sub, plan, period_start) = self.current_subscription(state)?;
-                Ok(vec![self.event(event_type, self.subscription(&sub, plan_item(plan), "canceled", period_start))])
+                let (sub, priced, period_start) = self.current_subscription(state)?;
+                Ok(vec![self.event(event_type, self.subscription(&sub, &priced, "canceled", period_start))])
             }
             "charge.refunded" => {
-                let (payment_intent, _) = state.topup.clone().context("this user has bought no top-up to refund")?;
+                let (payment_intent, _) = state.topup.clone().context("this user has bought no pack to refund")?;
+                // A full refund: the share of the pack's credits is the whole pack.
                 let amount = 2_000;
                 let charge = ChargeSpec {
                     id: &new_id("ch"),
@@ -160,80 +221,81 @@ impl Story<'_> {
 
     /// What Stripe sends when a checkout starts a subscription: the session, the
     /// subscription and its first invoice. tally grants the first period once.
-    fn subscribe(&self, item: Item) -> Vec<Value> {
+    fn subscribe(&self, priced: &Priced) -> Vec<Value> {
         let sub = new_id("sub");
         let session = CheckoutSpec {
             id: &new_id("cs"),
             user: self.user,
-            item: item.as_str(),
+            item: priced.item.id(),
             payment_status: "paid",
             customer: &self.customer,
             subscription: Some(&sub),
             payment_intent: None,
-            amount: amount_of(item),
+            amount: priced.price.amount,
         };
         vec![
-            self.event("customer.subscription.created", self.subscription(&sub, item, "active", 0)),
-            self.event("invoice.paid", self.invoice(&sub, item, "subscription_create", self.now, "paid")),
+            self.event("customer.subscription.created", self.subscription(&sub, priced, "active", 0)),
+            self.event("invoice.paid", self.invoice(&sub, priced, "subscription_create", self.now, "paid")),
             self.event("checkout.session.completed", fake::checkout_session(self.shape, &session)),
         ]
     }
 
-    fn topup_checkout(&self, event_type: &str, payment_status: &str) -> Value {
+    fn pack_checkout(&self, priced: &Priced, event_type: &str, payment_status: &str) -> Value {
         // Both events of an async payment are about the same session.
         let session_id = format!("cs_topup_{}_{}", self.user, self.now);
         let payment_intent = format!("pi_topup_{}_{}", self.user, self.now);
         let session = CheckoutSpec {
             id: &session_id,
             user: self.user,
-            item: "topup",
+            item: priced.item.id(),
             payment_status,
             customer: &self.customer,
             subscription: None,
             payment_intent: Some(&payment_intent),
-            amount: amount_of(Item::Topup),
+            amount: priced.price.amount,
         };
         self.event(event_type, fake::checkout_session(self.shape, &session))
     }
 
-    fn invoice(&self, sub: &str, item: Item, reason: &str, period_start: i64, status: &str) -> Value {
+    fn invoice(&self, sub: &str, priced: &Priced, reason: &str, period_start: i64, status: &str) -> Value {
         let spec = InvoiceSpec {
             id: &new_id("in"),
             subscription: sub,
             customer: &self.customer,
             user: Some(self.user),
-            price: &self.price(item),
+            price: priced.id,
             billing_reason: reason,
             period_start,
-            period_end: period_start + MONTH,
-            amount: amount_of(item),
+            period_end: period_start + priced.period(),
+            amount: priced.price.amount,
             status,
         };
         fake::invoice(self.shape, &spec)
     }
 
     /// A subscription object; `period_start` 0 means its first period.
-    fn subscription(&self, sub: &str, item: Item, status: &str, period_start: i64) -> Value {
+    fn subscription(&self, sub: &str, priced: &Priced, status: &str, period_start: i64) -> Value {
+        let period = priced.period();
         let (start_date, start) =
-            if period_start == 0 { (self.now, self.now) } else { (period_start - MONTH, period_start) };
+            if period_start == 0 { (self.now, self.now) } else { (period_start - period, period_start) };
         let spec = SubscriptionSpec {
             id: sub,
             customer: &self.customer,
             user: Some(self.user),
-            price: &self.price(item),
+            price: priced.id,
             status,
             start_date,
             period_start: start,
-            period_end: start + MONTH,
+            period_end: start + period,
             cancel_at_period_end: false,
         };
         fake::subscription(self.shape, &spec)
     }
 
-    /// The user's subscription, its plan and the start of its current period.
-    fn current_subscription(&self, state: &TriggerState) -> anyhow::Result<(String, Plan, i64)> {
+    /// The user's subscription, the price it is on and the start of its current period.
+    fn current_subscription(&self, state: &TriggerState) -> anyhow::Result<(String, Priced<'a>, i64)> {
         let Some((id, status, plan)) = &state.subscription else {
-            bail!("user {:?} has no subscription yet: trigger checkout.session.completed --item pro first", self.user);
+            bail!("user {:?} has no subscription yet: trigger checkout.session.completed first", self.user);
         };
         if status == "canceled" {
             bail!(
@@ -241,20 +303,8 @@ impl Story<'_> {
                 self.user
             );
         }
-        Ok((id.clone(), plan.unwrap_or(Plan::Pro), state.latest_period.unwrap_or(0)))
-    }
-}
-
-fn plan_item(plan: Plan) -> Item {
-    if plan == Plan::Enterprise { Item::Enterprise } else { Item::Pro }
-}
-
-/// What Stripe charges for an item, in cents (CONTRACT §1).
-fn amount_of(item: Item) -> i64 {
-    match item {
-        Item::Pro => 4_900,
-        Item::Enterprise => 19_900,
-        Item::Topup => 2_000,
+        let priced = self.current_price(plan.as_deref(), state.price_id.as_deref())?;
+        Ok((id.clone(), priced, state.latest_period.unwrap_or(0)))
     }
 }
 

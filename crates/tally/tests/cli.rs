@@ -44,8 +44,22 @@ fn free_port() -> u16 {
 }
 
 fn start_server() -> Server {
+    start_server_with(None)
+}
+
+/// A fresh working directory, with `tally.toml` in it when a catalogue is given.
+fn work_dir(catalogue: Option<&str>) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tally-cli-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
+    if let Some(text) = catalogue {
+        std::fs::write(dir.join("tally.toml"), text).unwrap();
+    }
+    dir
+}
+
+/// `tally serve` in a fresh directory; `catalogue` is written there as `tally.toml`.
+fn start_server_with(catalogue: Option<&str>) -> Server {
+    let dir = work_dir(catalogue);
     let port = free_port();
     let child = tally(&dir, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let server = Server { child, dir, port };
@@ -184,4 +198,91 @@ fn audit_passes_on_healthy_books_and_fails_on_broken_ones() {
     let broken = audit();
     assert_eq!(broken.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&broken.stdout).contains("alice: balances differ"));
+}
+
+/// A catalogue of the app's own, as a user writes it.
+const SHOP: &str = r#"# Our plans
+[free]
+credits = 10
+
+[plans.basic]
+name = "Basic"
+credits = 200
+rank = 1
+prices = [
+  { id = "price_basic_m", amount = 500, currency = "usd", interval = "month" },
+  { id = "price_basic_y", amount = 5000, currency = "usd", interval = "year" },
+]
+
+[packs.refill]
+name = "Refill"
+credits = 50
+prices = [{ id = "price_refill", amount = 300, currency = "usd" }]
+"#;
+
+#[test]
+fn a_catalogue_file_sells_its_own_plans_through_trigger() {
+    let server = start_server_with(Some(SHOP));
+    assert_eq!(balance(&server, "dana"), ("free".into(), 10, 0));
+    trigger(&server, &["checkout.session.completed", "--user", "dana", "--item", "basic", "--interval", "year"]);
+    assert_eq!(balance(&server, "dana"), ("basic".into(), 200, 0));
+    trigger(&server, &["checkout.session.completed", "--user", "dana", "--item", "refill"]);
+    assert_eq!(balance(&server, "dana"), ("basic".into(), 200, 50));
+    let b = billing(&server, "dana");
+    let period = b["subscription"]["current_period_end"].as_i64().unwrap() - tally_now();
+    assert!(period > 360 * 86_400, "a yearly period: {b}");
+
+    let shown = tally(&server.dir, server.port).arg("catalogue").output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("plan basic (Basic): 200 credits a month, rank 1"), "{text}");
+    assert!(text.contains("price_basic_y  $50.00/year"), "{text}");
+    let json = tally(&server.dir, server.port).args(["catalogue", "--json"]).output().unwrap();
+    let catalogue: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(catalogue["packs"][0]["id"], "refill");
+    let unknown = tally(&server.dir, server.port)
+        .args(["trigger", "checkout.session.completed", "--item", "pro"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1), "pro is not in this catalogue");
+}
+
+#[test]
+fn catalogue_mistakes_stop_start_up_with_one_line_naming_the_key() {
+    let port = free_port();
+    // (the file, extra environment, words the one-line message must hold)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 5] = [
+        (
+            &SHOP.replace("credits = 200", "credit = 200"),
+            &[],
+            &["TALLY_CONFIG", "line 7", "plans.basic.credit", "unknown key"],
+        ),
+        (&SHOP.replace("credits = 50", "credits = -5"), &[], &["line 16", "packs.refill.credits"]),
+        (&SHOP.replace("price_refill", "price_basic_m"), &[], &["packs.refill.prices[0].id", "duplicate price id"]),
+        (&SHOP.replace("[packs.refill]", "[plans.refill]"), &[], &["plans.refill"]),
+        (SHOP, &[("STRIPE_PRO_PRICE_ID", "price_1")], &["STRIPE_PRO_PRICE_ID", "must not be set"]),
+    ];
+    for (text, env, words) in cases {
+        let dir = work_dir(Some(text));
+        for command in [&["serve"][..], &["catalogue"]] {
+            let mut cmd = tally(&dir, port);
+            cmd.args(command).envs(env.iter().copied());
+            let output = cmd.output().unwrap();
+            let message = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{command:?} {words:?}: {message}");
+            assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+            for word in words {
+                assert!(message.contains(word), "{word:?} in {message}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let dir = work_dir(None);
+    let missing = tally(&dir, port).env("TALLY_CONFIG", "nowhere.toml").arg("catalogue").output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("TALLY_CONFIG: cannot read nowhere.toml"));
+}
+
+fn tally_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

@@ -16,5 +16,5 @@ async fn show_own_billing(
     State(state): State<AppState>,
     SignedInUser(user): SignedInUser,
 ) -> Result<Json<Billing>, ApiError> {
-    Ok(Json(state.store.billing(&user, &state.catalog).await?))
+    Ok(Json(state.store.billing(&user).await?))
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
-use tally_core::Item;
+use tally_core::{Interval, Product};
 use tally_store::SubscriptionView;
 use tally_stripe::StripeClient;
 use tally_stripe::api::CheckoutRequest;
@@ -25,10 +25,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/portal", post(create_portal_session))
 }
 
-/// Only the item is read: any price the client sends is ignored.
+/// Only the item and interval are read: any price the client sends is ignored.
 #[derive(Deserialize)]
 struct CheckoutBody {
     item: String,
+    interval: Option<String>,
 }
 
 async fn create_checkout_session(
@@ -37,15 +38,34 @@ async fn create_checkout_session(
     body: JsonOrForm<CheckoutBody>,
 ) -> Result<Response, ApiError> {
     let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;
-    let item = Item::parse(body.value.item.trim())
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "item: one of pro, enterprise, topup"))?;
-    let price_id = state.catalog.offer(item).price_id.clone().ok_or_else(|| {
-        tracing::error!(item = item.as_str(), "no price configured");
+    let catalogue = state.store.catalogue();
+    let item = catalogue.item(body.value.item.trim()).ok_or_else(|| {
+        let ids: Vec<&str> = catalogue
+            .plans
+            .iter()
+            .map(|p| p.id.as_str())
+            .chain(catalogue.packs.iter().map(|p| p.id.as_str()))
+            .collect();
+        ApiError::unprocessable("unknown_item", format!("item: one of {}", ids.join(", ")))
+    })?;
+    let interval = match body.value.interval.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
+        None => None,
+        Some(text) => Some(
+            Interval::parse(text)
+                .ok_or_else(|| ApiError::unprocessable("invalid_interval", "interval: month or year"))?,
+        ),
+    };
+    let price = item.price_for(interval).ok_or_else(|| {
+        ApiError::unprocessable("invalid_interval", format!("interval: {} has no such price", item.id()))
+    })?;
+    let price_id = price.id.clone().ok_or_else(|| {
+        tracing::error!(item = item.id(), "the price has no Stripe id: run `tally stripe-setup`");
         ApiError::StripeNotConfigured
     })?;
+    let subscription = matches!(item, Product::Plan(_));
     let customer = stripe_customer(&state, stripe, &user).await?;
-    if item.plan().is_some() {
-        let billing = state.store.billing(&user, &state.catalog).await?;
+    if subscription {
+        let billing = state.store.billing(&user).await?;
         let subscribed = billing.subscription.as_ref().is_some_and(SubscriptionView::is_live);
         if subscribed {
             let portal = stripe.create_portal_session(&customer, &billing_page(&state)).await?;
@@ -56,7 +76,8 @@ async fn create_checkout_session(
     let cancel_url = format!("{}?canceled=true", billing_page(&state));
     let request = CheckoutRequest {
         user_id: &user,
-        item,
+        item: item.id(),
+        subscription,
         price_id: &price_id,
         customer: &customer,
         success_url: &success_url,
@@ -90,7 +111,7 @@ async fn stripe_customer(state: &AppState, stripe: &StripeClient, user: &str) ->
         return Ok(customer);
     }
     let created = stripe.create_customer(user).await?;
-    Ok(state.store.link_stripe_customer(user, &created.id, &state.catalog).await?)
+    Ok(state.store.link_stripe_customer(user, &created.id).await?)
 }
 
 fn billing_page(state: &AppState) -> String {

@@ -25,7 +25,7 @@ async fn show_billing(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Billing>, ApiError> {
-    Ok(Json(state.store.billing(&user_id, &state.catalog).await?))
+    Ok(Json(state.store.billing(&user_id).await?))
 }
 
 #[derive(Deserialize)]
@@ -71,5 +71,5 @@ async fn spend(state: &AppState, req: &SpendRequest) -> Result<Billing, ApiError
         idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
         reason: req.reason.as_deref().unwrap_or("spend"),
     };
-    Ok(state.store.spend(spend, &state.catalog).await?)
+    Ok(state.store.spend(spend).await?)
 }

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per area.
 
 mod billing;
+mod catalogue;
 mod checkout;
 mod credits;
 mod health;
@@ -19,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .merge(credits::router())
         .merge(reservations::router())
         .merge(billing::router())
+        .merge(catalogue::router())
         .merge(checkout::router())
         .merge(pages::router())
         .merge(health::router())

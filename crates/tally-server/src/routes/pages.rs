@@ -30,7 +30,7 @@ struct BillingPage {
     success: bool,
     canceled: bool,
     notes: Vec<String>,
-    tier: &'static str,
+    tier: String,
     credits: i64,
     plan_credits: i64,
     topup_credits: i64,
@@ -39,6 +39,37 @@ struct BillingPage {
     subscribed: bool,
     has_customer: bool,
     stripe_ready: bool,
+    /// One button per plan price (hidden while subscribed: the portal changes plans).
+    plan_offers: Vec<Offer>,
+    /// One button per pack price.
+    pack_offers: Vec<Offer>,
+}
+
+/// A checkout button: the item and interval it posts, and what it says.
+struct Offer {
+    item: String,
+    interval: &'static str,
+    label: String,
+}
+
+/// The catalogue's buttons, in the file's order.
+fn offers(catalogue: &tally_core::Catalogue) -> (Vec<Offer>, Vec<Offer>) {
+    let offer = |item: &str, name: &str, credits: String, price: &tally_core::Price| Offer {
+        item: item.to_owned(),
+        interval: price.interval.map_or("", |i| i.as_str()),
+        label: format!("{name}: {}, {credits}", price.label()),
+    };
+    let plans = catalogue
+        .plans
+        .iter()
+        .flat_map(|p| p.prices.iter().map(|x| offer(&p.id, &p.name, format!("{} credits a month", p.credits), x)))
+        .collect();
+    let packs = catalogue
+        .packs
+        .iter()
+        .flat_map(|p| p.prices.iter().map(|x| offer(&p.id, &p.name, format!("{} credits", p.credits), x)))
+        .collect();
+    (plans, packs)
 }
 
 #[derive(Template)]
@@ -86,14 +117,15 @@ async fn show_billing_page(
     if state.stripe.is_none() {
         notes.push("Stripe is not configured, so purchases are off.".to_owned());
     }
-    let billing = state.store.billing(&user, &state.catalog).await?;
+    let billing = state.store.billing(&user).await?;
+    let catalogue = state.store.catalogue();
     let has_customer = state.store.stripe_customer(&user).await?.is_some();
     let mut subscription_lines = Vec::new();
     let mut subscribed = false;
     if let Some(sub) = &billing.subscription {
         subscribed = sub.is_live();
-        subscription_lines
-            .push(("Subscription", format!("{} ({})", sub.plan.map_or("unknown plan", |p| p.as_str()), sub.status)));
+        let plan = sub.plan.as_deref().map_or("unknown plan", |p| catalogue.tier_name(p));
+        subscription_lines.push(("Subscription", format!("{plan} ({})", sub.status)));
         if let Some(end) = sub.current_period_end {
             let label = if sub.cancel_at_period_end { "Ends on" } else { "Renews on" };
             subscription_lines.push((label, date(end)));
@@ -102,11 +134,12 @@ async fn show_billing_page(
             notes.push("Your last payment failed. Update your payment method to keep your plan.".to_owned());
         }
     }
+    let (plan_offers, pack_offers) = offers(catalogue);
     let page = BillingPage {
         success,
         canceled: query.canceled.as_deref() == Some("true"),
         notes,
-        tier: billing.tier.as_str(),
+        tier: catalogue.tier_name(&billing.tier).to_owned(),
         credits: billing.credits,
         plan_credits: billing.plan_credits,
         topup_credits: billing.topup_credits,
@@ -115,6 +148,8 @@ async fn show_billing_page(
         subscribed,
         has_customer,
         stripe_ready: state.stripe.is_some(),
+        plan_offers,
+        pack_offers,
     };
     Ok(render(StatusCode::OK, page.render()))
 }

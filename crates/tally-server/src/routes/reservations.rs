@@ -43,7 +43,7 @@ async fn reserve_credits(
             idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
             ttl_seconds: within("ttl_seconds", req.ttl_seconds.unwrap_or(DEFAULT_TTL), 1..=MAX_TTL)?,
         };
-        Ok(state.store.reserve(reserve, &state.catalog).await?)
+        Ok(state.store.reserve(reserve).await?)
     }
     .await;
     metrics::credits("reserve", &answer);
@@ -65,7 +65,7 @@ async fn commit_reservation(
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async {
         let amount = within("amount", req.amount, 0..=MAX_AMOUNT)?;
-        Ok(state.store.commit_reservation(&id, amount, &state.catalog).await?)
+        Ok(state.store.commit_reservation(&id, amount).await?)
     }
     .await;
     metrics::credits("commit", &answer);
@@ -77,7 +77,7 @@ async fn release_reservation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ReservationState>, ApiError> {
-    let answer = state.store.release_reservation(&id, &state.catalog).await.map_err(ApiError::from);
+    let answer = state.store.release_reservation(&id).await.map_err(ApiError::from);
     metrics::credits("release", &answer);
     answer.map(Json)
 }

@@ -68,7 +68,7 @@ async fn ingest(
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
-    let result = crate::ingest_parsed(&state.store, &state.catalog, &parsed, payload).await.map_err(|e| {
+    let result = crate::ingest_parsed(&state.store, &parsed, payload).await.map_err(|e| {
         // Whatever the database said, the event is not stored: Stripe must retry.
         tracing::warn!(event = %parsed.id, error = %e, "webhook not stored");
         ApiError::Unavailable

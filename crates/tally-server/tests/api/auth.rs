@@ -62,7 +62,7 @@ async fn missing_expired_forged_and_unsigned_tokens_get_401(db: Db) {
 async fn a_user_only_ever_sees_their_own_billing(db: Db) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with_stripe(db, &stripe).await;
-    let c = Customer::new("rich", Shape::V2026);
+    let c = Customer::new("rich", Shape::V2026, app.shop);
     app.deliver(&c.checkout("cs_1", "sub_1", "enterprise", "paid", now()), "applied").await;
     let (_, mine) = get_billing(&app, Some(format!("Bearer {}", app.token("poor")))).await;
     assert_eq!((mine["user_id"].as_str(), mine["tier"].as_str()), (Some("poor"), Some("free")));
@@ -85,7 +85,8 @@ async fn a_user_only_ever_sees_their_own_billing(db: Db) {
         .text()
         .await
         .unwrap();
-    assert!(!page.contains("10000") && !page.contains("enterprise</p>"), "{page}");
+    assert!(page.contains(r#"<span id="credits">100</span>"#), "{page}");
+    assert!(!page.contains(r#"<span id="credits">10000"#) && !page.contains(">Enterprise</p>"), "{page}");
 }
 
 async fn the_billing_page_shows_the_signed_in_users_state(db: Db) {

@@ -26,7 +26,7 @@ async fn post_signed(app: &TestApp, body: &[u8], content_type: &str) -> (StatusC
 
 async fn a_bad_signature_is_400_and_stores_nothing(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("alice", Shape::V2026);
+    let c = Customer::new("alice", Shape::V2026, app.shop);
     let body = c.checkout("cs_1", "sub_1", "pro", "paid", now()).to_string();
     let wrong = tally_stripe::sign(body.as_bytes(), "whsec_not_ours", now());
     let old = tally_stripe::sign(body.as_bytes(), SECRET, now() - 301);
@@ -67,7 +67,7 @@ async fn json_that_is_not_an_event_is_400(db: Db) {
 
 async fn a_body_over_1_mib_is_413(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("alice", Shape::V2026);
+    let c = Customer::new("alice", Shape::V2026, app.shop);
     let mut event = c.checkout("cs_1", "sub_1", "pro", "paid", now());
     event["data"]["object"]["padding"] = json!("x".repeat(1024 * 1024));
     let (status, answer) = app.post_event(&event).await;
@@ -78,7 +78,7 @@ async fn a_body_over_1_mib_is_413(db: Db) {
 
 async fn a_wrong_content_type_is_400(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("alice", Shape::V2026);
+    let c = Customer::new("alice", Shape::V2026, app.shop);
     let body = c.checkout("cs_1", "sub_1", "pro", "paid", now()).to_string();
     for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
         let (status, answer) = post_signed(&app, body.as_bytes(), content_type).await;
@@ -101,7 +101,7 @@ async fn an_unknown_event_type_is_stored_as_ignored(db: Db) {
 
 async fn an_event_without_a_user_is_stored_as_unmatched_and_applied_when_redelivered(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("alice", Shape::V2026);
+    let c = Customer::new("alice", Shape::V2026, app.shop);
     let t = now() - 100;
     // A first invoice that names no user, of a subscription and customer tally has not seen.
     let invoice = c.invoice("invoice.paid", "in_1", "sub_1", PRO, "subscription_create", t, t);

@@ -8,10 +8,10 @@ use reqwest::StatusCode;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tally_stripe::fake::Shape;
 
-use crate::helpers::{Customer, Db, PRO, TestApp, now, spawn_app};
-use crate::on_both_backends;
+use crate::helpers::{Customer, Db, TestApp, now, spawn_app};
+use crate::on_both_backends_and_catalogues;
 
-on_both_backends!(
+on_both_backends_and_catalogues!(
     concurrent_topups_and_spends_of_many_users_each_count_once,
     a_write_the_database_refuses_fails_alone_and_its_batch_commits,
     two_processes_on_one_database_grant_a_period_once,
@@ -24,7 +24,7 @@ async fn concurrent_topups_and_spends_of_many_users_each_count_once(db: Db) {
     let users: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
     let mut topups = Vec::new();
     for (i, user) in users.iter().enumerate() {
-        let c = Customer::new(user, if i % 2 == 0 { Shape::V2026 } else { Shape::V2023 });
+        let c = Customer::new(user, if i % 2 == 0 { Shape::V2026 } else { Shape::V2023 }, app.shop);
         topups.push(c.topup("checkout.session.completed", &format!("cs_{i}"), &format!("pi_{i}"), "paid", now()));
     }
     // Each user: their top-up delivered three times, five spends of 1, and one more spend
@@ -49,7 +49,7 @@ async fn concurrent_topups_and_spends_of_many_users_each_count_once(db: Db) {
     assert_eq!(outcomes.iter().filter(|o| *o == "applied").count(), 8, "{outcomes:?}");
     assert_eq!(outcomes.iter().filter(|o| *o == "duplicate").count(), 16, "{outcomes:?}");
     for user in &users {
-        assert_eq!(app.balance(user).await, ("free".into(), 100 - 6, 1_000), "{user}");
+        assert_eq!(app.balance(user).await, ("free".into(), app.shop.free - 6, app.shop.pack.credits), "{user}");
     }
     assert_eq!(app.stored_count().await, 8);
     app.assert_books_balance().await;
@@ -83,8 +83,9 @@ fn split_batches(app: &TestApp) -> u64 {
 async fn a_write_the_database_refuses_fails_alone_and_its_batch_commits(db: Db) {
     let app = spawn_app(db).await;
     poison_spend_key(&app).await;
-    let c = Customer::new("bob", Shape::V2026);
+    let c = Customer::new("bob", Shape::V2026, app.shop);
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
+    let balance = app.shop.free + app.shop.pack.credits;
     // Until the poisoned spend has shared a batch with others (almost always the first
     // round), each round checks that it failed alone.
     let mut spent = 0;
@@ -100,7 +101,7 @@ async fn a_write_the_database_refuses_fails_alone_and_its_batch_commits(db: Db) 
             }
         }
         spent += 15;
-        assert_eq!(app.billing("bob").await["credits"], 1_100 - spent, "round {round}");
+        assert_eq!(app.billing("bob").await["credits"], balance - spent, "round {round}");
         if split_batches(&app) > splits {
             app.assert_books_balance().await;
             return;
@@ -116,29 +117,27 @@ async fn a_write_the_database_refuses_fails_alone_and_its_batch_commits(db: Db) 
 /// holds the account, or the second would try to grant it again.
 async fn two_processes_on_one_database_grant_a_period_once(db: Db) {
     let app = spawn_app(db).await;
-    let other = tally_store::Store::connect(&app.database_url).await.unwrap();
-    let catalog = app.catalog();
+    let other = app.second_store().await;
+    let s = app.shop;
     for round in 0..4 {
         let user = format!("user{round}");
         app.spend(&user, 1, "opens-the-account").await;
-        let c = Customer::new(&user, Shape::V2026);
+        let c = Customer::new(&user, Shape::V2026, s);
         let (t, sub) = (now(), format!("sub_{round}"));
-        let checkout = c.checkout(&format!("cs_{round}"), &sub, "pro", "paid", t);
-        let mut invoice = c.invoice("invoice.paid", &format!("in_{round}"), &sub, PRO, "subscription_create", t, t);
+        let checkout = c.checkout(&format!("cs_{round}"), &sub, s.low.id, "paid", t);
+        let mut invoice =
+            c.invoice("invoice.paid", &format!("in_{round}"), &sub, s.low.price, "subscription_create", t, t);
         invoice["data"]["object"]["parent"]["subscription_details"]["metadata"]["user_id"] = user.clone().into();
         let payload = invoice.to_string();
         let parsed = tally_stripe::parse_event(payload.as_bytes()).unwrap();
         let release = Hold::start(&app, &user).await.end_after(200);
-        let (by_app, by_other, ()) = tokio::join!(
-            app.post_event(&checkout),
-            tally_server::ingest_parsed(&other, &catalog, &parsed, &payload),
-            release
-        );
+        let (by_app, by_other, ()) =
+            tokio::join!(app.post_event(&checkout), tally_server::ingest_parsed(&other, &parsed, &payload), release);
         assert_eq!(by_app.0, StatusCode::OK, "{}", by_app.1);
         // The second writer must find the period granted (an error here is its attempt to
         // grant it again, refused by the ledger's unique reference).
         by_other.unwrap();
-        assert_eq!(app.balance(&user).await, ("pro".into(), 2_500, 0), "round {round}");
+        assert_eq!(app.balance(&user).await, (s.low.id.into(), s.low.credits, 0), "round {round}");
     }
     let splits = app.store.write_stats().split.load(Relaxed) + other.write_stats().split.load(Relaxed);
     assert_eq!(splits, 0, "no writer ever tried to grant the period a second time");
@@ -201,15 +200,15 @@ async fn one_batch(app: &TestApp, requests: &[serde_json::Value]) -> Vec<(Status
 
 async fn a_redelivery_in_the_same_batch_applies_what_was_unmatched(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("bob", Shape::V2026);
+    let c = Customer::new("bob", Shape::V2026, app.shop);
     let t = now();
     app.spend("bob", 1, "known").await;
-    let refund = c.refund("ch_1", "pi_1", 2_000, t + 10);
+    let refund = c.refund("ch_1", "pi_1", app.shop.pack.amount, t + 10);
     let topup = c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t);
     let answers = one_batch(&app, &[refund.clone(), topup, refund.clone()]).await;
     let outcomes: Vec<&str> = answers.iter().map(|(_, body)| body["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["unmatched", "applied", "applied"], "the refund's second delivery takes the top-up back");
-    assert_eq!(app.balance("bob").await, ("free".into(), 99, 0));
+    assert_eq!(app.balance("bob").await, ("free".into(), app.shop.free - 1, 0));
     let stored = app.stored(refund["id"].as_str().unwrap()).await.unwrap();
     assert_eq!((stored.outcome.as_str(), stored.attempts), ("applied", 2));
     app.assert_books_balance().await;
@@ -217,22 +216,21 @@ async fn a_redelivery_in_the_same_batch_applies_what_was_unmatched(db: Db) {
 
 async fn one_event_through_two_processes_is_applied_once(db: Db) {
     let app = spawn_app(db).await;
-    let other = tally_store::Store::connect(&app.database_url).await.unwrap();
-    let c = Customer::new("carol", Shape::V2023);
+    let other = app.second_store().await;
+    let c = Customer::new("carol", Shape::V2023, app.shop);
     app.spend("carol", 1, "opens-the-account").await;
     let topup = c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now());
     let payload = topup.to_string();
     let parsed = tally_stripe::parse_event(payload.as_bytes()).unwrap();
-    let catalog = app.catalog();
     let release = Hold::start(&app, "carol").await.end_after(200);
     let (by_app, by_other, ()) =
-        tokio::join!(app.post_event(&topup), tally_server::ingest_parsed(&other, &catalog, &parsed, &payload), release);
+        tokio::join!(app.post_event(&topup), tally_server::ingest_parsed(&other, &parsed, &payload), release);
     assert_eq!(by_app.0, StatusCode::OK, "{}", by_app.1);
     let mut outcomes =
         [by_app.1["outcome"].as_str().unwrap().to_owned(), by_other.unwrap().outcome.as_str().to_owned()];
     outcomes.sort();
     assert_eq!(outcomes, ["applied", "duplicate"]);
-    assert_eq!(app.balance("carol").await, ("free".into(), 99, 1_000));
+    assert_eq!(app.balance("carol").await, ("free".into(), app.shop.free - 1, app.shop.pack.credits));
     assert_eq!(app.stored(topup["id"].as_str().unwrap()).await.unwrap().attempts, 2);
     app.assert_books_balance().await;
 }

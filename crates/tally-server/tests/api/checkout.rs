@@ -82,8 +82,9 @@ async fn a_price_sent_by_the_client_is_ignored(db: Db) {
     assert_eq!(status, StatusCode::OK);
     let s = &stripe.seen("/v1/checkout/sessions")[0];
     assert_eq!(s.param("line_items[0][price]"), Some(ENTERPRISE));
-    let (status, _) = checkout(&app, "carol", "platinum").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = checkout(&app, "carol", "platinum").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an item not in the catalogue: {body}");
+    assert_eq!(body["error"], "unknown_item");
 }
 
 async fn a_form_post_is_redirected_to_stripe(db: Db) {
@@ -155,7 +156,7 @@ async fn concurrent_checkouts_of_one_user_make_one_customer(db: Db) {
 async fn an_active_subscriber_is_sent_to_the_portal(db: Db) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with_stripe(db, &stripe).await;
-    let c = Customer::new("ivan", Shape::V2026);
+    let c = Customer::new("ivan", Shape::V2026, app.shop);
     app.deliver(&c.checkout("cs_1", "sub_1", "pro", "paid", now()), "applied").await;
     let (status, body) = checkout(&app, "ivan", "enterprise").await;
     assert_eq!(status, StatusCode::OK);
@@ -206,7 +207,7 @@ async fn success_page_before_the_webhook_fulfils_once(db: Db) {
     visit_success_page(&app, "kim", &session).await;
     app.spend("kim", 100, "k1").await;
     // Then the webhook of the same session arrives.
-    let c = Customer::new("kim", Shape::V2026);
+    let c = Customer::new("kim", Shape::V2026, app.shop);
     let sub = format!("sub_fake{}", session.trim_start_matches("cs_test_fake"));
     app.post_event(&c.checkout(&session, &sub, "pro", "paid", now())).await;
     assert_eq!(app.balance("kim").await, ("pro".into(), 2_400, 0));
@@ -217,7 +218,7 @@ async fn success_page_after_the_webhook_grants_nothing_more(db: Db) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with_stripe(db, &stripe).await;
     let session = paid_session(&app, &stripe, "lee", "topup").await;
-    let c = Customer::new("lee", Shape::V2023);
+    let c = Customer::new("lee", Shape::V2023, app.shop);
     let payment_intent = format!("pi_fake{}", session.trim_start_matches("cs_test_fake"));
     app.deliver(&c.topup("checkout.session.completed", &session, &payment_intent, "paid", now()), "applied").await;
     visit_success_page(&app, "lee", &session).await;
@@ -259,12 +260,12 @@ pub async fn dev_token(app: &TestApp, user: &str) -> String {
 }
 
 #[tokio::test]
-async fn stripe_setup_creates_the_catalog_once() {
+async fn stripe_setup_creates_the_default_catalogue_once() {
     let stripe = FakeStripe::start().await;
     let client = tally_stripe::StripeClient::new(&stripe.url, "sk_test_fake", tally_stripe::ClientOptions::default());
-    let first = client.ensure_catalog().await.unwrap();
-    let names: Vec<_> = first.iter().map(|(env, _)| *env).collect();
-    assert_eq!(names, ["STRIPE_PRO_PRICE_ID", "STRIPE_ENTERPRISE_PRICE_ID", "STRIPE_TOPUP_PRICE_ID"]);
+    let first = client.ensure_catalogue(&tally_core::Catalogue::default()).await.unwrap();
+    let items: Vec<_> = first.iter().map(|p| p.item.as_str()).collect();
+    assert_eq!(items, ["pro", "enterprise", "topup"]);
     let prices = stripe.seen("/v1/prices");
     let pro = prices.iter().find(|p| p.param("lookup_key") == Some("tally_pro")).unwrap();
     assert_eq!(
@@ -273,7 +274,31 @@ async fn stripe_setup_creates_the_catalog_once() {
     );
     let topup = prices.iter().find(|p| p.param("lookup_key") == Some("tally_topup")).unwrap();
     assert_eq!((topup.param("unit_amount"), topup.param("recurring[interval]")), (Some("2000"), None));
-    let again = client.ensure_catalog().await.unwrap();
-    assert_eq!(first, again, "a rerun finds the same prices");
+    let again = client.ensure_catalogue(&tally_core::Catalogue::default()).await.unwrap();
+    let ids = |v: &[tally_stripe::api::EnsuredPrice]| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again), "a rerun finds the same prices");
+    assert!(again.iter().all(|p| !p.created));
     assert_eq!(stripe.seen("/v1/products").len(), 3, "and creates nothing more");
+}
+
+#[tokio::test]
+async fn stripe_setup_creates_only_the_prices_without_an_id_and_reuses_the_items_product() {
+    let stripe = FakeStripe::start().await;
+    let client = tally_stripe::StripeClient::new(&stripe.url, "sk_test_fake", tally_stripe::ClientOptions::default());
+    let mut catalogue = tally_core::Catalogue::from_toml(crate::helpers::STUDIO_TOML).unwrap();
+    // Only hobby's yearly and the bulk pack are new.
+    catalogue.plans.iter_mut().flat_map(|p| p.prices.iter_mut()).for_each(|p| {
+        if p.id.as_deref() == Some("price_hobby_y") {
+            p.id = None;
+        }
+    });
+    catalogue.packs[1].prices[0].id = None;
+    let made = client.ensure_catalogue(&catalogue).await.unwrap();
+    let made: Vec<_> = made.iter().map(|p| (p.item.as_str(), p.index, p.created)).collect();
+    assert_eq!(made, [("hobby", 1, true), ("bulk", 0, true)]);
+    let prices = stripe.seen("/v1/prices");
+    let yearly = prices.iter().find(|p| p.param("lookup_key") == Some("tally_hobby_year")).unwrap();
+    assert_eq!((yearly.param("unit_amount"), yearly.param("recurring[interval]")), (Some("9000"), Some("year")));
+    let bulk = prices.iter().find(|p| p.param("lookup_key") == Some("tally_bulk")).unwrap();
+    assert_eq!((bulk.param("currency"), bulk.param("recurring[interval]")), (Some("eur"), None));
 }

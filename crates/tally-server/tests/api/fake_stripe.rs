@@ -65,8 +65,10 @@ fn documented(path: &str) -> &'static [&'static str] {
             "allow_promotion_codes",
         ],
         "/v1/billing_portal/sessions" => &["customer", "return_url"],
-        "/v1/products" => &["name"],
-        "/v1/prices" => &["product", "currency", "unit_amount", "lookup_key", "recurring[interval]"],
+        "/v1/products" => &["name", "metadata[*]"],
+        "/v1/prices" => {
+            &["product", "currency", "unit_amount", "lookup_key", "recurring[interval]", "transfer_lookup_key"]
+        }
         _ => &[],
     }
 }
@@ -195,7 +197,9 @@ async fn create(State(fake): State<FakeStripe>, uri: axum::http::Uri, headers: H
             "url": format!("https://billing.stripe.com/p/session/fake{n}") }),
         "/v1/products" => json!({ "id": format!("prod_fake{n}"), "object": "product", "name": param("name") }),
         "/v1/prices" => json!({ "id": format!("price_fake{n}"), "object": "price", "active": true,
-            "lookup_key": param("lookup_key"), "unit_amount": param("unit_amount").map(|a| a.parse::<i64>().unwrap()) }),
+            "lookup_key": param("lookup_key"), "unit_amount": param("unit_amount").map(|a| a.parse::<i64>().unwrap()),
+            "product": param("product"), "currency": param("currency"),
+            "recurring": param("recurring[interval]").map(|i| json!({ "interval": i })) }),
         _ => unreachable!(),
     };
     if let Some(key) = key {

@@ -25,7 +25,8 @@ pub const TOPUP: &str = "price_topup_test";
 pub const JWT_SECRET: &str = "test-jwt-secret-of-the-host-app";
 pub const MONTH: i64 = 30 * 24 * 3600;
 
-/// Runs each named scenario once per backend: `sqlite::name` and `postgres::name`.
+/// Runs each named scenario once per backend: `sqlite::name` and `postgres::name`,
+/// against the guide's default catalogue.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -33,7 +34,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name($crate::helpers::Db::Sqlite).await
+                    super::$name($crate::helpers::Db::sqlite(&$crate::helpers::GUIDE)).await
                 }
             )*
         }
@@ -41,7 +42,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    if let Some(db) = $crate::helpers::Db::postgres() {
+                    if let Some(db) = $crate::helpers::Db::postgres(&$crate::helpers::GUIDE) {
                         super::$name(db).await
                     }
                 }
@@ -50,20 +51,171 @@ macro_rules! on_both_backends {
     };
 }
 
-/// Which backend a scenario runs on.
+/// Runs each money scenario once per backend and per catalogue: the guide's default
+/// (`sqlite::name`) and [`STUDIO`], a catalogue from a file unlike it
+/// (`sqlite::studio::name`). A scenario reads its ids, prices and allowances from
+/// `db.shop`, so the same assertions hold for both.
+#[macro_export]
+macro_rules! on_both_backends_and_catalogues {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::sqlite(&$crate::helpers::GUIDE)).await
+                }
+            )*
+            mod studio {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        super::super::$name($crate::helpers::Db::sqlite(&$crate::helpers::STUDIO)).await
+                    }
+                )*
+            }
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(db) = $crate::helpers::Db::postgres(&$crate::helpers::GUIDE) {
+                        super::$name(db).await
+                    }
+                }
+            )*
+            mod studio {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        if let Some(db) = $crate::helpers::Db::postgres(&$crate::helpers::STUDIO) {
+                            super::super::$name(db).await
+                        }
+                    }
+                )*
+            }
+        }
+    };
+}
+
+/// A plan of a test catalogue: its id, its monthly price and allowance.
+#[derive(Debug)]
+pub struct ShopPlan {
+    pub id: &'static str,
+    pub price: &'static str,
+    pub credits: i64,
+    /// What its monthly price charges, in cents.
+    pub amount: i64,
+}
+
+/// A pack of a test catalogue.
+#[derive(Debug)]
+pub struct ShopPack {
+    pub id: &'static str,
+    pub credits: i64,
+    pub amount: i64,
+}
+
+/// A catalogue the money scenarios run against, and the names they need from it: a
+/// lower and a higher plan (by rank) and a pack.
+#[derive(Debug)]
+pub struct Shop {
+    pub free: i64,
+    pub low: ShopPlan,
+    pub high: ShopPlan,
+    pub pack: ShopPack,
+    /// The catalogue file; `None` for the default catalogue, priced through the env.
+    pub toml: Option<&'static str>,
+}
+
+/// The guide's catalogue, with no file: prices from STRIPE_*_PRICE_ID.
+pub static GUIDE: Shop = Shop {
+    free: 100,
+    low: ShopPlan { id: "pro", price: PRO, credits: 2_500, amount: 4_900 },
+    high: ShopPlan { id: "enterprise", price: ENTERPRISE, credits: 10_000, amount: 19_900 },
+    pack: ShopPack { id: "topup", credits: 1_000, amount: 2_000 },
+    toml: None,
+};
+
+/// A catalogue unlike the guide's, from a file: other ids, three plans with monthly and
+/// yearly prices, a trial, a legacy price, two packs and a smaller free tier.
+pub static STUDIO: Shop = Shop {
+    free: 20,
+    low: ShopPlan { id: "hobby", price: "price_hobby_m", credits: 300, amount: 900 },
+    high: ShopPlan { id: "team", price: "price_team_m", credits: 7_000, amount: 9_900 },
+    pack: ShopPack { id: "boost", credits: 250, amount: 500 },
+    toml: Some(STUDIO_TOML),
+};
+
+pub const STUDIO_TOML: &str = r#"# A catalogue unlike the guide's, for the scenario suite.
+[free]
+credits = 20
+
+[plans.hobby]
+name = "Hobby"
+credits = 300
+rank = 10
+prices = [
+  { id = "price_hobby_m", amount = 900, currency = "usd", interval = "month" },
+  { id = "price_hobby_y", amount = 9000, currency = "usd", interval = "year" },
+]
+legacy_prices = ["price_hobby_2024"]
+
+[plans.studio]
+name = "Studio"
+credits = 1500
+rank = 20
+trial_credits = 150
+prices = [
+  { id = "price_studio_m", amount = 2900, currency = "usd", interval = "month" },
+  { id = "price_studio_y", amount = 29000, currency = "usd", interval = "year" },
+]
+
+[plans.team]
+name = "Team"
+credits = 7000
+rank = 30
+prices = [{ id = "price_team_m", amount = 9900, currency = "usd", interval = "month" }]
+
+[packs.boost]
+name = "Boost"
+credits = 250
+prices = [{ id = "price_boost", amount = 500, currency = "usd" }]
+
+[packs.bulk]
+name = "Bulk"
+credits = 5000
+prices = [{ id = "price_bulk", amount = 8000, currency = "eur" }]
+"#;
+
+/// Which backend a scenario runs on, and against which catalogue.
 #[derive(Debug, Clone)]
-pub enum Db {
+pub struct Db {
+    backend: Backend,
+    pub shop: &'static Shop,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
     Sqlite,
     /// The server URL from TEST_DATABASE_URL; each test gets its own database on it.
     Postgres(String),
 }
 
 impl Db {
+    pub fn sqlite(shop: &'static Shop) -> Db {
+        Db { backend: Backend::Sqlite, shop }
+    }
+
+    /// The same backend with another catalogue.
+    pub fn with_shop(self, shop: &'static Shop) -> Db {
+        Db { shop, ..self }
+    }
+
     /// The Postgres backend, if TEST_DATABASE_URL is set. In CI it must be: a suite
     /// that silently skipped Postgres would prove nothing about it.
-    pub fn postgres() -> Option<Db> {
+    pub fn postgres(shop: &'static Shop) -> Option<Db> {
         match std::env::var("TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(Db::Postgres(url)),
+            Ok(url) if !url.is_empty() => Some(Db { backend: Backend::Postgres(url), shop }),
             _ if std::env::var_os("CI").is_some() || std::env::var_os("TALLY_REQUIRE_POSTGRES").is_some() => {
                 panic!("TEST_DATABASE_URL is not set, but CI requires the Postgres suite to run")
             }
@@ -77,12 +229,12 @@ impl Db {
     /// A fresh, empty database; returns its URL.
     async fn fresh(&self) -> String {
         let n = unique();
-        match self {
-            Db::Sqlite => {
+        match &self.backend {
+            Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!("tally-test-{}-{n}.db", std::process::id()));
                 format!("sqlite://{}", path.display())
             }
-            Db::Postgres(url) => {
+            Backend::Postgres(url) => {
                 let name = format!("tally_test_{}_{n}", std::process::id());
                 let mut admin = PgConnection::connect(url).await.expect("TEST_DATABASE_URL must be reachable");
                 sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
@@ -91,6 +243,22 @@ impl Db {
                     .expect("create the test database");
                 replace_database(url, &name)
             }
+        }
+    }
+
+    /// The settings that select this catalogue: its file, or the default's price ids.
+    fn catalogue_settings(&self) -> Vec<(&'static str, String)> {
+        match self.shop.toml {
+            Some(toml) => {
+                let path = std::env::temp_dir().join(format!("tally-test-{}-{}.toml", std::process::id(), unique()));
+                std::fs::write(&path, toml).expect("write the test catalogue");
+                vec![("TALLY_CONFIG", path.display().to_string())]
+            }
+            None => vec![
+                ("STRIPE_PRO_PRICE_ID", PRO.to_owned()),
+                ("STRIPE_ENTERPRISE_PRICE_ID", ENTERPRISE.to_owned()),
+                ("STRIPE_TOPUP_PRICE_ID", TOPUP.to_owned()),
+            ],
         }
     }
 }
@@ -116,6 +284,8 @@ pub fn now() -> i64 {
 }
 
 pub struct TestApp {
+    /// The catalogue it runs with.
+    pub shop: &'static Shop,
     pub address: String,
     pub client: reqwest::Client,
     pub store: Store,
@@ -140,15 +310,14 @@ pub async fn spawn_app_with_stripe(db: Db, stripe: &FakeStripe) -> TestApp {
 /// A tally with the suite's settings, `extra` overriding them.
 pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
     let database_url = db.fresh().await;
-    let base = [
+    let catalogue = db.catalogue_settings();
+    let mut base = vec![
         ("DATABASE_URL", database_url.as_str()),
         ("STRIPE_WEBHOOK_SECRET", SECRET),
         ("TALLY_API_KEY", API_KEY),
         ("TALLY_BIND", "127.0.0.1:0"),
-        ("STRIPE_PRO_PRICE_ID", PRO),
-        ("STRIPE_ENTERPRISE_PRICE_ID", ENTERPRISE),
-        ("STRIPE_TOPUP_PRICE_ID", TOPUP),
     ];
+    base.extend(catalogue.iter().map(|(k, v)| (*k, v.as_str())));
     let lookup = |name: &str| {
         let pick = |vars: &[(&str, &str)]| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
         pick(extra).or_else(|| pick(&base))
@@ -160,7 +329,7 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
     tokio::spawn(app.run());
-    TestApp { address, client: reqwest::Client::new(), store, database_url }
+    TestApp { shop: db.shop, address, client: reqwest::Client::new(), store, database_url }
 }
 
 impl TestApp {
@@ -220,13 +389,9 @@ impl TestApp {
         self.post("/api/credits/spend", &body).await
     }
 
-    /// The catalog the suite configures.
-    pub fn catalog(&self) -> tally_core::Catalog {
-        let mut catalog = tally_core::Catalog::default();
-        catalog.pro.price_id = Some(PRO.into());
-        catalog.enterprise.price_id = Some(ENTERPRISE.into());
-        catalog.topup.price_id = Some(TOPUP.into());
-        catalog
+    /// A second store on the same database and catalogue: another tally process.
+    pub async fn second_store(&self) -> Store {
+        Store::connect(&self.database_url, std::sync::Arc::new(self.store.catalogue().clone())).await.unwrap()
     }
 
     /// A user's token, as the host app would issue it.
@@ -268,7 +433,7 @@ impl TestApp {
     /// The books balance (every account equals the sum of its ledger rows), nothing was
     /// granted twice, and every tier has its subscription: `tally audit` finds nothing.
     pub async fn assert_books_balance(&self) {
-        assert_eq!(self.store.audit().await.unwrap(), Vec::<String>::new());
+        assert_eq!(self.store.audit().await.unwrap().violations, Vec::<String>::new());
     }
 }
 
@@ -284,11 +449,20 @@ pub struct Customer {
     pub user: String,
     pub customer: String,
     pub shape: Shape,
+    /// The catalogue they buy from: its items and what its prices charge.
+    pub shop: &'static Shop,
 }
 
 impl Customer {
-    pub fn new(user: &str, shape: Shape) -> Customer {
-        Customer { user: user.to_owned(), customer: format!("cus_{user}"), shape }
+    pub fn new(user: &str, shape: Shape, shop: &'static Shop) -> Customer {
+        Customer { user: user.to_owned(), customer: format!("cus_{user}"), shape, shop }
+    }
+
+    /// What a month of the plan with this id or price charges: the high plan's, else the
+    /// low plan's (also for a price the shop does not sell, which only needs to be paid).
+    fn plan_amount(&self, plan: &str) -> i64 {
+        let high = &self.shop.high;
+        if plan == high.id || plan == high.price { high.amount } else { self.shop.low.amount }
     }
 
     pub fn event(&self, event_type: &str, created: i64, object: Value) -> Value {
@@ -306,12 +480,13 @@ impl Customer {
             customer: &self.customer,
             subscription: Some(sub),
             payment_intent: None,
-            amount: 4_900,
+            amount: self.plan_amount(item),
         };
         self.event("checkout.session.completed", created, fake::checkout_session(self.shape, &spec))
     }
 
-    /// checkout.session.completed (or async_payment_succeeded) in payment mode.
+    /// checkout.session.completed (or async_payment_succeeded) in payment mode: the
+    /// shop's pack.
     pub fn topup(
         &self,
         event_type: &str,
@@ -323,12 +498,12 @@ impl Customer {
         let spec = CheckoutSpec {
             id: session,
             user: &self.user,
-            item: "topup",
+            item: self.shop.pack.id,
             payment_status,
             customer: &self.customer,
             subscription: None,
             payment_intent: Some(payment_intent),
-            amount: 2_000,
+            amount: self.shop.pack.amount,
         };
         self.event(event_type, created, fake::checkout_session(self.shape, &spec))
     }
@@ -354,7 +529,7 @@ impl Customer {
             billing_reason: reason,
             period_start,
             period_end: period_start + MONTH,
-            amount: 4_900,
+            amount: self.plan_amount(price),
             status: if event_type == "invoice.payment_failed" { "open" } else { "paid" },
         };
         self.event(event_type, created, fake::invoice(self.shape, &spec))
@@ -387,8 +562,10 @@ impl Customer {
         self.event(event_type, created, fake::subscription(self.shape, &spec))
     }
 
+    /// charge.refunded for the charge of a pack bought through `payment_intent`.
     pub fn refund(&self, charge: &str, payment_intent: &str, amount_refunded: i64, created: i64) -> Value {
-        let spec = ChargeSpec { id: charge, payment_intent, customer: &self.customer, amount: 2_000, amount_refunded };
+        let amount = self.shop.pack.amount;
+        let spec = ChargeSpec { id: charge, payment_intent, customer: &self.customer, amount, amount_refunded };
         self.event("charge.refunded", created, fake::charge(self.shape, &spec))
     }
 }

@@ -34,7 +34,7 @@ async fn localstripes_signed_deliveries_grant_the_plan_once() {
     let n = now();
     let plan = format!("plan_tally_pro_{n}_{}", std::process::id());
     let user = format!("ls-user-{n}-{}", std::process::id());
-    let app = spawn_app_with(Db::Sqlite, &[("STRIPE_PRO_PRICE_ID", plan.as_str())]).await;
+    let app = spawn_app_with(Db::sqlite(&crate::helpers::GUIDE), &[("STRIPE_PRO_PRICE_ID", plan.as_str())]).await;
     let client = reqwest::Client::new();
     let hook = format!("{ls}/_config/webhooks/tally_{n}_{}", std::process::id());
     let endpoint = format!("{}/api/webhooks/stripe", app.address);

@@ -53,7 +53,7 @@ fn routes_in_document(doc: &Value) -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_and_each_answers() {
-    let app = spawn_app(Db::Sqlite).await;
+    let app = spawn_app(Db::sqlite(&crate::helpers::GUIDE)).await;
     let response = app.client.get(format!("{}/openapi.json", app.address)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let doc: Value = response.json().await.unwrap();

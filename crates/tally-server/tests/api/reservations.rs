@@ -6,9 +6,9 @@ use serde_json::Value;
 use tally_stripe::fake::Shape;
 
 use crate::helpers::{Customer, Db, TestApp, now, spawn_app};
-use crate::on_both_backends;
+use crate::on_both_backends_and_catalogues;
 
-on_both_backends!(
+on_both_backends_and_catalogues!(
     reserve_then_commit_less_spends_the_committed_amount,
     reserve_then_release_spends_nothing,
     an_expired_hold_frees_itself,
@@ -33,36 +33,39 @@ async fn credits(app: &TestApp, user: &str) -> (i64, i64) {
 
 async fn reserve_then_commit_less_spends_the_committed_amount(db: Db) {
     let app = spawn_app(db).await;
-    let (status, held) = app.reserve("ann", 40, "r1", 60).await;
+    let free = app.shop.free;
+    let (status, held) = app.reserve("ann", 8, "r1", 60).await;
     assert_eq!(status, StatusCode::OK, "{held}");
     assert_eq!(held["status"], "held");
     assert!(held["expires_at"].as_i64().unwrap() >= now() + 59);
-    assert_eq!(credits(&app, "ann").await, (100, 40));
-    let (status, done) = app.commit(&id(&held), 25).await;
+    assert_eq!(credits(&app, "ann").await, (free, 8));
+    let (status, done) = app.commit(&id(&held), 5).await;
     assert_eq!(status, StatusCode::OK, "{done}");
-    assert_eq!((done["status"].as_str(), done["committed"].as_i64()), (Some("committed"), Some(25)));
-    assert_eq!(done["billing"]["credits"], 75);
-    assert_eq!(credits(&app, "ann").await, (75, 0));
+    assert_eq!((done["status"].as_str(), done["committed"].as_i64()), (Some("committed"), Some(5)));
+    assert_eq!(done["billing"]["credits"], free - 5);
+    assert_eq!(credits(&app, "ann").await, (free - 5, 0));
     app.assert_books_balance().await;
 }
 
 async fn reserve_then_release_spends_nothing(db: Db) {
     let app = spawn_app(db).await;
-    let (_, held) = app.reserve("ann", 40, "r1", 60).await;
+    let (_, held) = app.reserve("ann", 8, "r1", 60).await;
     let (status, done) = app.release(&id(&held)).await;
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["status"], "released");
-    assert_eq!(credits(&app, "ann").await, (100, 0));
+    assert_eq!(credits(&app, "ann").await, (app.shop.free, 0));
     app.assert_books_balance().await;
 }
 
 async fn an_expired_hold_frees_itself(db: Db) {
     let app = spawn_app(db).await;
-    let (_, held) = app.reserve("ann", 90, "r1", 2).await;
-    assert_eq!(credits(&app, "ann").await, (100, 90));
+    let free = app.shop.free;
+    let (_, held) = app.reserve("ann", free - 10, "r1", 2).await;
+    assert_eq!(credits(&app, "ann").await, (free, free - 10));
     tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
-    assert_eq!(credits(&app, "ann").await, (100, 0), "freed with no job");
-    let (status, _) = app.spend("ann", 100, "k1").await;
+    assert_eq!(credits(&app, "ann").await, (free, 0), "freed with no job");
+    // All of it: what was held is free again.
+    let (status, _) = app.spend("ann", free, "k1").await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = app.commit(&id(&held), 10).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -73,12 +76,12 @@ async fn an_expired_hold_frees_itself(db: Db) {
 
 async fn double_commit_and_commit_after_release_change_nothing_twice(db: Db) {
     let app = spawn_app(db).await;
-    let (_, a) = app.reserve("ann", 30, "a", 60).await;
-    app.commit(&id(&a), 30).await;
-    let (status, body) = app.commit(&id(&a), 30).await;
+    let (_, a) = app.reserve("ann", 6, "a", 60).await;
+    app.commit(&id(&a), 6).await;
+    let (status, body) = app.commit(&id(&a), 6).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!((body["error"].as_str(), body["status"].as_str()), (Some("reservation_closed"), Some("committed")));
-    let (_, b) = app.reserve("ann", 30, "b", 60).await;
+    let (_, b) = app.reserve("ann", 6, "b", 60).await;
     app.release(&id(&b)).await;
     let (status, body) = app.commit(&id(&b), 10).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::CONFLICT, Some("released")));
@@ -86,19 +89,20 @@ async fn double_commit_and_commit_after_release_change_nothing_twice(db: Db) {
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = app.commit("res_nope", 1).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(credits(&app, "ann").await, (70, 0));
+    assert_eq!(credits(&app, "ann").await, (app.shop.free - 6, 0));
     app.assert_books_balance().await;
 }
 
 async fn held_credits_cannot_be_spent_or_reserved_twice(db: Db) {
     let app = spawn_app(db).await;
-    app.reserve("ann", 80, "r1", 60).await;
-    let (status, body) = app.spend("ann", 21, "k1").await;
+    // All but 5 held.
+    app.reserve("ann", app.shop.free - 5, "r1", 60).await;
+    let (status, body) = app.spend("ann", 6, "k1").await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(body["available"], 20);
-    let (status, _) = app.reserve("ann", 21, "r2", 60).await;
+    assert_eq!(body["available"], 5);
+    let (status, _) = app.reserve("ann", 6, "r2", 60).await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
-    let (status, _) = app.spend("ann", 20, "k2").await;
+    let (status, _) = app.spend("ann", 5, "k2").await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -108,7 +112,7 @@ async fn the_same_reserve_key_returns_the_same_reservation(db: Db) {
     let (status, second) = app.reserve("ann", 10, "same", 60).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(id(&first), id(&second));
-    assert_eq!(credits(&app, "ann").await, (100, 10));
+    assert_eq!(credits(&app, "ann").await, (app.shop.free, 10));
     let (status, _) = app.reserve("bob", 10, "same", 60).await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
@@ -118,7 +122,7 @@ async fn committing_more_than_held_is_400(db: Db) {
     let (_, held) = app.reserve("ann", 10, "r1", 60).await;
     let (status, body) = app.commit(&id(&held), 11).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(credits(&app, "ann").await, (100, 10), "still held");
+    assert_eq!(credits(&app, "ann").await, (app.shop.free, 10), "still held");
     let (status, _) = app
         .post(&format!("/api/credits/reservations/{}/commit", id(&held)), &serde_json::json!({"amount": 1, "extra": 2}))
         .await;
@@ -127,16 +131,16 @@ async fn committing_more_than_held_is_400(db: Db) {
 
 async fn thirty_two_reservations_against_a_balance_for_ten(db: Db) {
     let app = spawn_app(db).await;
-    app.spend("hot", 50, "setup").await;
+    app.spend("hot", app.shop.free - 10, "setup").await;
     let answers = join_all((0..32).map(|i| {
         let app = &app;
-        async move { app.reserve("hot", 5, &format!("r{i}"), 60).await.0 }
+        async move { app.reserve("hot", 1, &format!("r{i}"), 60).await.0 }
     }))
     .await;
     let held = answers.iter().filter(|s| **s == StatusCode::OK).count();
     let refused = answers.iter().filter(|s| **s == StatusCode::PAYMENT_REQUIRED).count();
     assert_eq!((held, refused), (10, 22), "{answers:?}");
-    assert_eq!(credits(&app, "hot").await, (50, 50));
+    assert_eq!(credits(&app, "hot").await, (10, 10));
 }
 
 async fn reservations_and_spends_racing_never_go_negative(db: Db) {
@@ -162,12 +166,15 @@ async fn reservations_and_spends_racing_never_go_negative(db: Db) {
 
 async fn a_refund_takes_only_credits_that_are_not_held(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("ann", Shape::V2026);
+    let s = app.shop;
+    let c = Customer::new("ann", Shape::V2026, s);
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
-    app.reserve("ann", 1_050, "r1", 60).await;
-    app.deliver(&c.refund("ch_1", "pi_1", 2_000, now()), "applied").await;
+    // All but 50 held, so a full refund finds only 50 to take back.
+    let hold = s.free + s.pack.credits - 50;
+    app.reserve("ann", hold, "r1", 60).await;
+    app.deliver(&c.refund("ch_1", "pi_1", s.pack.amount, now()), "applied").await;
     let b = app.billing("ann").await;
-    assert_eq!((b["topup_credits"].as_i64(), b["reserved_credits"].as_i64()), (Some(1_000 - 50), Some(1_050)));
+    assert_eq!((b["topup_credits"].as_i64(), b["reserved_credits"].as_i64()), (Some(s.pack.credits - 50), Some(hold)));
     let (_, rows) = app.get("/api/users/ann/ledger?limit=1").await;
     assert_eq!(rows[0]["reason"], "topup_refund_partial");
     app.assert_books_balance().await;
@@ -175,17 +182,18 @@ async fn a_refund_takes_only_credits_that_are_not_held(db: Db) {
 
 async fn racing_commits_and_releases_of_one_hold_settle_it_once(db: Db) {
     let app = spawn_app(db).await;
-    let (_, held) = app.reserve("ann", 40, "r1", 60).await;
+    let (_, held) = app.reserve("ann", 8, "r1", 60).await;
     let hold = id(&held);
     let answers = join_all((0..8).map(|i| {
         let (app, hold) = (&app, &hold);
-        async move { if i % 2 == 0 { app.commit(hold, 30).await.0 } else { app.release(hold).await.0 } }
+        async move { if i % 2 == 0 { app.commit(hold, 6).await.0 } else { app.release(hold).await.0 } }
     }))
     .await;
     assert_eq!(answers.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{answers:?}");
     assert_eq!(answers.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 7, "{answers:?}");
     let (credits, reserved) = credits(&app, "ann").await;
-    assert!(credits == 70 || credits == 100, "committed once or released: {credits}");
+    let free = app.shop.free;
+    assert!(credits == free - 6 || credits == free, "committed once or released: {credits}");
     assert_eq!(reserved, 0);
     app.assert_books_balance().await;
 }

@@ -11,7 +11,7 @@ on_both_backends!(missed_webhooks_are_repaired_by_sync_once);
 async fn missed_webhooks_are_repaired_by_sync_once(db: Db) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with_stripe(db, &stripe).await;
-    let c = Customer::new("sam", Shape::V2026);
+    let c = Customer::new("sam", Shape::V2026, app.shop);
     let t = now() - MONTH - 100;
     let checkout = c.checkout("cs_1", "sub_1", "pro", "paid", t);
     let topup = c.topup("checkout.session.completed", "cs_2", "pi_2", "paid", t + 10);
@@ -24,12 +24,12 @@ async fn missed_webhooks_are_repaired_by_sync_once(db: Db) {
 
     let client = tally_stripe::StripeClient::new(&stripe.url, "sk_test_fake", tally_stripe::ClientOptions::default());
     let since = now() - 35 * 24 * 3600;
-    let report = tally_server::sync::sync(&client, &app.store, &app.catalog(), since).await.unwrap();
+    let report = tally_server::sync::sync(&client, &app.store, since).await.unwrap();
     assert_eq!(report.get("applied"), Some(&2), "{report:?}");
     assert_eq!(report.get("duplicate"), Some(&1), "{report:?}");
     assert_eq!(app.balance("sam").await, ("pro".into(), 2_500, 1_000));
 
-    let again = tally_server::sync::sync(&client, &app.store, &app.catalog(), since).await.unwrap();
+    let again = tally_server::sync::sync(&client, &app.store, since).await.unwrap();
     assert_eq!(again.get("duplicate"), Some(&3), "{again:?}");
     assert_eq!(app.balance("sam").await, ("pro".into(), 2_500, 1_000));
     app.assert_books_balance().await;

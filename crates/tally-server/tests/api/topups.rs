@@ -3,10 +3,10 @@
 use tally_stripe::fake::Shape;
 
 use crate::helpers::{Customer, Db, now, spawn_app};
-use crate::on_both_backends;
+use crate::on_both_backends_and_catalogues;
 
-on_both_backends!(
-    topup_checkout_adds_1000_once,
+on_both_backends_and_catalogues!(
+    topup_checkout_adds_the_pack_once,
     unpaid_topup_waits_for_async_payment,
     async_topup_grants_once,
     partial_then_full_refund_takes_back_the_refunded_share,
@@ -14,68 +14,76 @@ on_both_backends!(
     refund_of_an_unknown_charge_is_unmatched,
 );
 
-async fn topup_checkout_adds_1000_once(db: Db) {
+async fn topup_checkout_adds_the_pack_once(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("bob", Shape::V2026);
+    let s = app.shop;
+    let c = Customer::new("bob", Shape::V2026, s);
     let t = now();
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t), "applied").await;
     // The same session in another event (such as a resend) grants nothing more.
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t), "ignored").await;
-    assert_eq!(app.balance("bob").await, ("free".into(), 100, 1_000));
+    assert_eq!(app.balance("bob").await, ("free".into(), s.free, s.pack.credits));
     app.assert_books_balance().await;
 }
 
 async fn unpaid_topup_waits_for_async_payment(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("bob", Shape::V2023);
+    let s = app.shop;
+    let c = Customer::new("bob", Shape::V2023, s);
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "unpaid", now()), "ignored").await;
-    assert_eq!(app.balance("bob").await, ("free".into(), 100, 0));
+    assert_eq!(app.balance("bob").await, ("free".into(), s.free, 0));
 }
 
 async fn async_topup_grants_once(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("bob", Shape::V2026);
+    let s = app.shop;
+    let c = Customer::new("bob", Shape::V2026, s);
     let t = now();
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "unpaid", t), "ignored").await;
     app.deliver(&c.topup("checkout.session.async_payment_succeeded", "cs_1", "pi_1", "paid", t + 60), "applied").await;
     app.deliver(&c.topup("checkout.session.async_payment_succeeded", "cs_1", "pi_1", "paid", t + 61), "ignored").await;
-    assert_eq!(app.balance("bob").await, ("free".into(), 100, 1_000));
+    assert_eq!(app.balance("bob").await, ("free".into(), s.free, s.pack.credits));
     app.assert_books_balance().await;
 }
 
 async fn partial_then_full_refund_takes_back_the_refunded_share(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("bob", Shape::V2026);
+    let s = app.shop;
+    let c = Customer::new("bob", Shape::V2026, s);
     let t = now();
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t), "applied").await;
-    // $5 of $20 refunded: a quarter of the credits.
-    app.deliver(&c.refund("ch_1", "pi_1", 500, t + 10), "applied").await;
-    assert_eq!(app.balance("bob").await, ("free".into(), 100, 750));
+    // A quarter of the price refunded: a quarter of the credits (rounded down).
+    let quarter = s.pack.amount / 4;
+    app.deliver(&c.refund("ch_1", "pi_1", quarter, t + 10), "applied").await;
+    assert_eq!(app.balance("bob").await, ("free".into(), s.free, s.pack.credits - s.pack.credits / 4));
     // The rest: amount_refunded is cumulative, so only the new share is taken.
-    app.deliver(&c.refund("ch_1", "pi_1", 2_000, t + 20), "applied").await;
-    assert_eq!(app.balance("bob").await, ("free".into(), 100, 0));
+    app.deliver(&c.refund("ch_1", "pi_1", s.pack.amount, t + 20), "applied").await;
+    assert_eq!(app.balance("bob").await, ("free".into(), s.free, 0));
     // A late copy of the partial refund takes nothing more.
-    app.deliver(&c.refund("ch_1", "pi_1", 500, t + 10), "ignored").await;
-    assert_eq!(app.balance("bob").await, ("free".into(), 100, 0));
+    app.deliver(&c.refund("ch_1", "pi_1", quarter, t + 10), "ignored").await;
+    assert_eq!(app.balance("bob").await, ("free".into(), s.free, 0));
     app.assert_books_balance().await;
 }
 
 async fn refund_after_spending_stops_at_zero(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("bob", Shape::V2023);
+    let s = app.shop;
+    let c = Customer::new("bob", Shape::V2023, s);
     let t = now();
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t), "applied").await;
-    app.spend("bob", 900, "k1").await;
-    assert_eq!(app.balance("bob").await, ("free".into(), 0, 200));
-    app.deliver(&c.refund("ch_1", "pi_1", 2_000, t + 10), "applied").await;
+    // The plan bucket and most of the top-up: less is left than the refund takes back.
+    let left = s.pack.credits / 5;
+    app.spend("bob", s.free + s.pack.credits - left, "k1").await;
+    assert_eq!(app.balance("bob").await, ("free".into(), 0, left));
+    app.deliver(&c.refund("ch_1", "pi_1", s.pack.amount, t + 10), "applied").await;
     assert_eq!(app.balance("bob").await, ("free".into(), 0, 0));
     app.assert_books_balance().await;
 }
 
 async fn refund_of_an_unknown_charge_is_unmatched(db: Db) {
     let app = spawn_app(db).await;
-    let c = Customer::new("stranger", Shape::V2026);
-    let event = c.refund("ch_x", "pi_unknown", 2_000, now());
+    let c = Customer::new("stranger", Shape::V2026, app.shop);
+    let event = c.refund("ch_x", "pi_unknown", app.shop.pack.amount, now());
     app.deliver(&event, "unmatched").await;
     let stored = app.stored(event["id"].as_str().unwrap()).await.unwrap();
     assert_eq!(stored.outcome, "unmatched");
