@@ -33,6 +33,9 @@ pub struct Config {
     pub allow_promotion_codes: bool,
     /// Timeouts and retries of Stripe API calls (tests shorten them).
     pub stripe_client: ClientOptions,
+    /// Grant what falls due with time once a minute (tests turn it off and drive
+    /// `Store::grant_due` with a clock of their own).
+    pub grant_clock: bool,
 }
 
 impl Config {
@@ -160,6 +163,7 @@ impl Config {
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
             allow_promotion_codes,
             stripe_client: ClientOptions::default(),
+            grant_clock: true,
         })
     }
 }

@@ -50,6 +50,7 @@ pub async fn ingest_parsed(
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    grant_clock: bool,
 }
 
 impl Application {
@@ -70,8 +71,9 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("TALLY_BIND: cannot listen on {}: {e}", config.bind))?;
         metrics::handle();
+        let grant_clock = config.grant_clock;
         let state = AppState::new(config, store, &secrets, &session_secret);
-        Ok(Application { listener, state })
+        Ok(Application { listener, state, grant_clock })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -84,10 +86,12 @@ impl Application {
 
     /// Serves until ctrl-c or SIGTERM, granting what falls due with time meanwhile.
     pub async fn run(self) -> anyhow::Result<()> {
-        let clock = tokio::spawn(clock::tick_every_minute(self.state.store.clone()));
+        let clock = self.grant_clock.then(|| tokio::spawn(clock::tick_every_minute(self.state.store.clone())));
         let app = routes::router().with_state(self.state);
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown_signal()).await;
-        clock.abort();
+        if let Some(clock) = clock {
+            clock.abort();
+        }
         Ok(served?)
     }
 }

@@ -4,12 +4,11 @@
 //! reference, made once per account lock, so any number of replicas grant it once.
 //! Only the month due now is granted: after downtime, missed months are not.
 
-use sqlx::AssertSqlSafe;
 use tally_core::calendar::month_name;
 use tally_core::rules::{self, SubscriptionState};
 
 use crate::credits::Change;
-use crate::unit::placeholders;
+use crate::sql::fetch_in;
 use crate::{Store, StoreError};
 
 /// What one tick granted.
@@ -110,15 +109,9 @@ impl Store {
         references: impl Iterator<Item = &'k str>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let references: Vec<&str> = references.collect();
-        let mut taken = std::collections::HashSet::new();
-        for chunk in references.chunks(500) {
-            let sql = format!("select reference from ledger where reference in ({})", placeholders(1, chunk.len()));
-            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-            for r in chunk {
-                query = query.bind(*r);
-            }
-            taken.extend(query.fetch_all(&self.pool).await?);
-        }
-        Ok(taken)
+        let mut conn = self.pool.acquire().await?;
+        let sql = "select reference from ledger where reference in ({keys})";
+        let taken: Vec<(String,)> = fetch_in(&mut conn, sql, None, &references).await?;
+        Ok(taken.into_iter().map(|(r,)| r).collect())
     }
 }

@@ -1,110 +1,18 @@
-//! The webhook inbox: record a verified event under its unique id and apply its effects,
-//! in one transaction (shared with the other writes waiting at that moment, see
-//! [`crate::writer`]), so an event takes effect once however often it is delivered.
+//! Webhook events as jobs of the writer's batch: claim the stored ones (so concurrent
+//! deliveries of one event queue), find the user, let the credit rules decide, and keep
+//! the event's row with its outcome, all in the batch's transaction. An event takes
+//! effect once however often it is delivered.
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{AnyConnection, AssertSqlSafe};
+use sqlx::AnyConnection;
 use tally_core::rules::{self, Snapshot};
 use tally_core::{BillingEvent, EventKind};
 
-use crate::model::{IngestOutcome, NewEvent, Outcome, StoredEvent, TriggerState};
-use crate::unit::{NewEventRow, Unit, placeholders};
-use crate::writer::{Done, Work};
-use crate::{Store, StoreError};
-
-impl Store {
-    /// Records `event` and applies it. A delivery of an event already applied is a
-    /// duplicate; one that was unmatched or unreadable before is applied again.
-    pub async fn ingest(&self, event: NewEvent<'_>) -> Result<IngestOutcome, StoreError> {
-        let delivery = Delivery {
-            id: event.id.to_owned(),
-            event_type: event.event_type.to_owned(),
-            created: event.created,
-            livemode: event.livemode,
-            payload: event.payload.to_owned(),
-            event: event.event.cloned().map_err(str::to_owned),
-        };
-        match self.writer.submit(Work::Ingest(Box::new(delivery))).await? {
-            Done::Ingested(outcome) => Ok(outcome),
-            Done::Billing(_) => unreachable!("an event is answered with its outcome"),
-        }
-    }
-
-    /// One stored event.
-    pub async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        let sql = "select id, type, created, payload, outcome, note, user_id, attempts from events where id = $1";
-        Ok(self.events_where(sql, id).await?.pop())
-    }
-
-    /// How many events the inbox holds.
-    pub async fn count_events(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("select count(*) from events").fetch_one(&self.pool).await?)
-    }
-
-    /// Stored events with this outcome, oldest first.
-    pub async fn events_with_outcome(&self, outcome: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = "select id, type, created, payload, outcome, note, user_id, attempts from events
-                   where outcome = $1 order by received_at, id";
-        self.events_where(sql, outcome).await
-    }
-
-    async fn events_where(&self, sql: &'static str, value: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        type Row = (String, String, i64, String, String, Option<String>, Option<String>, i64);
-        let rows: Vec<Row> = sqlx::query_as(sql).bind(value).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, event_type, created, payload, outcome, note, user_id, attempts)| StoredEvent {
-                id,
-                event_type,
-                created,
-                payload,
-                outcome,
-                note,
-                user_id,
-                attempts,
-            })
-            .collect())
-    }
-
-    /// The Stripe state of a user that `tally trigger` continues from.
-    pub async fn trigger_state(&self, user_id: &str) -> Result<TriggerState, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let customer: Option<Option<String>> =
-            sqlx::query_scalar("select stripe_customer_id from accounts where user_id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        // id, status, plan, price, current period end
-        type Row = (String, String, Option<String>, Option<String>, Option<i64>);
-        let subscription: Option<Row> = sqlx::query_as(
-            "select id, status, plan, price_id, current_period_end from subscriptions where user_id = $1
-             order by updated_at desc, id desc limit 1",
-        )
-        .bind(user_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let mut state = TriggerState { customer: customer.flatten(), ..TriggerState::default() };
-        if let Some((id, status, plan, price_id, period_end)) = subscription {
-            state.price_id = price_id;
-            state.latest_period =
-                sqlx::query_scalar("select max(start) from periods where subscription_id = $1 and granted is not null")
-                    .bind(&id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-            state.current_period_end = period_end;
-            state.subscription = Some((id, status, plan));
-        }
-        state.topup = sqlx::query_as(
-            "select payment_intent, credits from topups where user_id = $1 and payment_intent is not null
-             order by session_id desc limit 1",
-        )
-        .bind(user_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(state)
-    }
-}
+use crate::StoreError;
+use crate::model::{IngestOutcome, Outcome};
+use crate::sql::fetch_in;
+use crate::unit::{NewEventRow, Unit};
 
 /// A verified event, owned, as it waits for the writer.
 pub(crate) struct Delivery {
@@ -119,7 +27,7 @@ pub(crate) struct Delivery {
 /// Counts a new delivery of each stored event among `ids` and locks it, so concurrent
 /// deliveries of one event queue here; returns the outcome each has so far. An id not
 /// returned is new: it is stored, with its outcome, once the batch has applied it.
-pub(crate) async fn claim<'k>(
+async fn claim<'k>(
     conn: &mut AnyConnection,
     ids: impl Iterator<Item = &'k str>,
 ) -> Result<HashMap<String, String>, StoreError> {
@@ -127,20 +35,14 @@ pub(crate) async fn claim<'k>(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = format!(
-        "update events set attempts = attempts + 1 where id in ({}) returning id, outcome",
-        placeholders(1, ids.len())
-    );
-    let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id);
-    }
-    Ok(query.fetch_all(conn).await?.into_iter().collect())
+    let sql = "update events set attempts = attempts + 1 where id in ({keys}) returning id, outcome";
+    let claimed: Vec<(String, String)> = fetch_in(conn, sql, None, &ids).await?;
+    Ok(claimed.into_iter().collect())
 }
 
 /// Finds the user, reads what the event touches, and keeps what the rules say for the
 /// batch to write.
-pub(crate) async fn apply_event(unit: &mut Unit<'_>, event: &BillingEvent) -> Result<IngestOutcome, StoreError> {
+async fn apply_event(unit: &mut Unit<'_>, event: &BillingEvent) -> Result<IngestOutcome, StoreError> {
     if event.kind == EventKind::Unhandled {
         return Ok(IngestOutcome {
             outcome: Outcome::Ignored,
@@ -188,27 +90,84 @@ pub(crate) async fn apply_event(unit: &mut Unit<'_>, event: &BillingEvent) -> Re
     Ok(IngestOutcome { outcome, user_id: Some(user_id), note })
 }
 
+/// The events of one batch: what each had before it, and what became of it.
+pub(crate) struct Inbox<'a> {
+    /// The stored outcome of each event id delivered before this batch.
+    stored: HashMap<String, String>,
+    delivered: Vec<Delivered<'a>>,
+    index: HashMap<&'a str, usize>,
+}
+
 /// An event id the batch was delivered, and what became of it.
-#[derive(Default)]
-pub(crate) struct Delivered<'a> {
-    pub delivery: Option<&'a Delivery>,
+struct Delivered<'a> {
+    delivery: &'a Delivery,
     /// The outcome stored before this batch; `None` for an event new to the inbox.
-    pub stored: Option<String>,
+    stored: Option<String>,
     /// The outcome of its latest application in this batch.
-    pub outcome: Option<IngestOutcome>,
+    outcome: Option<IngestOutcome>,
     /// Deliveries in this batch after the first.
-    pub redeliveries: i64,
+    redeliveries: i64,
+}
+
+impl<'a> Inbox<'a> {
+    /// Claims the stored events among `deliveries` (see [`claim`]).
+    pub async fn claim(conn: &mut AnyConnection, deliveries: &[&'a Delivery]) -> Result<Inbox<'a>, StoreError> {
+        let stored = claim(conn, deliveries.iter().map(|d| d.id.as_str())).await?;
+        Ok(Inbox { stored, delivered: Vec::new(), index: HashMap::new() })
+    }
+
+    /// The events of `deliveries` that will be applied: new ones, and stored ones that
+    /// were unmatched or failed before.
+    pub fn to_apply<'d>(&self, deliveries: &[&'d Delivery]) -> Vec<&'d EventKind> {
+        deliveries
+            .iter()
+            .filter(|d| self.stored.get(&d.id).is_none_or(|o| Outcome::retryable(o)))
+            .filter_map(|d| d.event.as_ref().ok().map(|e| &e.kind))
+            .collect()
+    }
+
+    /// Applies one delivery. A second delivery of an id within the batch is a
+    /// redelivery like any other: applied again if the first left it unmatched or failed.
+    pub async fn deliver(&mut self, unit: &mut Unit<'_>, d: &'a Delivery) -> Result<IngestOutcome, StoreError> {
+        let i = match self.index.get(d.id.as_str()) {
+            Some(&i) => {
+                self.delivered[i].redeliveries += 1;
+                i
+            }
+            None => {
+                self.index.insert(&d.id, self.delivered.len());
+                let stored = self.stored.get(&d.id).cloned();
+                self.delivered.push(Delivered { delivery: d, stored, outcome: None, redeliveries: 0 });
+                self.delivered.len() - 1
+            }
+        };
+        if self.delivered[i].outcome_so_far().is_some_and(|o| !Outcome::retryable(o)) {
+            return Ok(IngestOutcome { outcome: Outcome::Duplicate, user_id: None, note: None });
+        }
+        let outcome = match &d.event {
+            Ok(event) => apply_event(unit, event).await?,
+            Err(reason) => IngestOutcome { outcome: Outcome::Failed, user_id: None, note: Some(reason.clone()) },
+        };
+        self.delivered[i].outcome = Some(outcome.clone());
+        Ok(outcome)
+    }
+
+    /// Hands each event's row to the unit: a new event is stored with its outcome, a
+    /// stored one gets its new outcome (if applied again) and its deliveries counted.
+    pub fn keep(self, unit: &mut Unit<'_>) {
+        for delivered in self.delivered {
+            delivered.keep(unit);
+        }
+    }
 }
 
 impl Delivered<'_> {
-    pub fn outcome_so_far(&self) -> Option<&str> {
+    fn outcome_so_far(&self) -> Option<&str> {
         self.outcome.as_ref().map(|o| o.outcome.as_str()).or(self.stored.as_deref())
     }
 
-    /// Hands the event's row to the unit: a new event is stored with its outcome, a
-    /// stored one gets its new outcome (if applied again) and its deliveries counted.
-    pub fn keep(self, unit: &mut Unit<'_>) {
-        let Some(d) = self.delivery else { return };
+    fn keep(self, unit: &mut Unit<'_>) {
+        let d = self.delivery;
         match (self.stored, self.outcome) {
             (None, Some(outcome)) => unit.events.push(NewEventRow {
                 id: d.id.clone(),

@@ -7,19 +7,32 @@
 //! account row locked (by an update) before it is read, so several tally processes can
 //! share one Postgres.
 
+// From the bottom up: SQL helpers; rows and views; the unit of work; one module a job
+// kind (ingest, credits, holds); the writer, which schedules jobs; and the `Store`
+// facade (lib.rs, reads, writes, audit, clock), the only thing the other crates see.
+mod sql;
+
+mod model;
+mod rows;
+mod views;
+
+mod unit;
+
+mod credits;
+mod holds;
+mod ingest;
+
+mod writer;
+
 mod audit;
 mod clock;
-mod credits;
+mod reads;
+mod writes;
+
 mod error;
-mod ingest;
 mod migrate;
-mod model;
 pub mod postgres;
-mod reservations;
-mod rows;
 pub mod sqlite;
-mod unit;
-mod writer;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

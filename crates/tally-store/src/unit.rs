@@ -19,7 +19,8 @@ use tally_core::{Account, Catalogue, Entry, EventKind};
 
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::rows::{self, AccountRow};
-use crate::{StoreError, credits};
+use crate::sql::{CHUNK, by_size, fetch_in, insert_rows, unique, value_rows};
+use crate::{StoreError, views};
 
 /// A locked account and whether the batch changed its row.
 pub struct Held {
@@ -72,16 +73,6 @@ pub struct Unit<'c> {
     pub outcomes: Vec<(String, Option<IngestOutcome>, i64)>,
 }
 
-/// `$from, $from+1, ...`, `n` of them.
-pub(crate) fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// `($1, .., $cols), ($cols+1, ..)`, for `rows` rows.
-fn value_rows(rows: usize, cols: usize) -> String {
-    (0..rows).map(|r| format!("({})", placeholders(r * cols + 1, cols))).collect::<Vec<_>>().join(", ")
-}
-
 /// The keys not yet in `known`, each once.
 fn missing<'k, V>(keys: impl IntoIterator<Item = &'k str>, known: &HashMap<String, V>) -> Vec<&'k str> {
     let mut seen = HashSet::new();
@@ -101,10 +92,10 @@ enum Owned {
 impl Owned {
     fn sql(self) -> &'static str {
         match self {
-            Owned::Subscription => "select id, user_id from subscriptions where id in",
-            Owned::Customer => "select stripe_customer_id, user_id from accounts where stripe_customer_id in",
-            Owned::Intent => "select payment_intent, user_id from topups where payment_intent in",
-            Owned::Reference => "select reference, user_id from ledger where reference in",
+            Owned::Subscription => "select id, user_id from subscriptions where id in ({keys})",
+            Owned::Customer => "select stripe_customer_id, user_id from accounts where stripe_customer_id in ({keys})",
+            Owned::Intent => "select payment_intent, user_id from topups where payment_intent in ({keys})",
+            Owned::Reference => "select reference, user_id from ledger where reference in ({keys})",
         }
     }
 
@@ -119,20 +110,12 @@ impl Owned {
         if want.is_empty() {
             return Ok(());
         }
-        let sql = format!("{} ({})", self.sql(), placeholders(1, want.len()));
-        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
-        for key in &want {
-            query = query.bind(*key);
-        }
-        let found = query.fetch_all(&mut *conn).await?;
+        let found: Vec<(String, String)> = fetch_in(conn, self.sql(), None, &want).await?;
         known.extend(want.iter().map(|k| ((*k).to_owned(), None)));
         known.extend(found.into_iter().map(|(key, user)| (key, Some(user))));
         Ok(())
     }
 }
-
-/// Rows per multi-row statement: far below both databases' limits on parameters.
-const CHUNK: usize = 200;
 
 impl<'c> Unit<'c> {
     pub fn new(conn: &'c mut AnyConnection, catalogue: &'c Catalogue) -> Unit<'c> {
@@ -239,18 +222,10 @@ impl<'c> Unit<'c> {
 
     async fn lock_existing(&mut self, users: &[&str]) -> Result<(), StoreError> {
         type Row = (String, String, i64, i64, Option<String>, i64, Option<String>);
-        let sql = format!(
-            "update accounts set updated_at = $1 where user_id in ({})
-             returning user_id, tier, plan_credits, topup_credits, funded_by, funded_at, stripe_customer_id",
-            placeholders(2, users.len())
-        );
-        let mut query = sqlx::query_as::<_, Row>(AssertSqlSafe(sql)).bind(self.t);
-        for user in users {
-            query = query.bind(*user);
-        }
-        for (user, tier, plan_credits, topup_credits, funded_by, funded_at, customer) in
-            query.fetch_all(&mut *self.conn).await?
-        {
+        let sql = "update accounts set updated_at = $1 where user_id in ({keys})
+                   returning user_id, tier, plan_credits, topup_credits, funded_by, funded_at, stripe_customer_id";
+        let rows: Vec<Row> = fetch_in(self.conn, sql, Some(self.t), users).await?;
+        for (user, tier, plan_credits, topup_credits, funded_by, funded_at, customer) in rows {
             let row: AccountRow = (tier, plan_credits, topup_credits, funded_by, funded_at);
             if let Some(c) = &customer {
                 self.customers.insert(c.clone(), Some(user.clone()));
@@ -300,26 +275,26 @@ impl<'c> Unit<'c> {
         Ok(self.reserved[user_id])
     }
 
+    /// Drops the user's held total, so that the next job reads it again (a hold job
+    /// changed the reservations).
+    pub fn forget_reserved(&mut self, user_id: &str) {
+        self.reserved.remove(user_id);
+    }
+
     async fn load_reserved<'k>(&mut self, users: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
         let want = missing(users, &self.reserved);
         if want.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "select user_id, cast(coalesce(sum(amount), 0) as bigint) from reservations
-             where status = 'held' and expires_at > $1 and user_id in ({}) group by user_id",
-            placeholders(2, want.len())
-        );
+        let sql = "select user_id, cast(coalesce(sum(amount), 0) as bigint) from reservations
+                   where status = 'held' and expires_at > $1 and user_id in ({keys}) group by user_id";
         // Holds are counted at the time of reading, after the accounts are locked (a batch
         // may have waited for a lock while a hold expired).
-        let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(crate::now());
-        for user in &want {
-            query = query.bind(*user);
-        }
+        let held: Vec<(String, i64)> = fetch_in(self.conn, sql, Some(crate::now()), &want).await?;
         for user in &want {
             self.reserved.insert((*user).to_owned(), 0);
         }
-        for (user, held) in query.fetch_all(&mut *self.conn).await? {
+        for (user, held) in held {
             self.reserved.insert(user, held);
         }
         Ok(())
@@ -369,26 +344,12 @@ impl<'c> Unit<'c> {
             return Ok(());
         }
         type Row = (String, String, String, Option<String>, Option<String>, Option<i64>, Option<i64>, i64, i64);
-        let sql = format!(
-            "select id, user_id, status, plan, price_id, current_period_start, current_period_end,
-                    cancel_at_period_end, state_at
-             from subscriptions where id in ({})",
-            placeholders(1, want.len())
-        );
-        let mut query = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
-        for id in &want {
-            query = query.bind(*id);
-        }
-        let found = query.fetch_all(&mut *self.conn).await?;
-        let sql = format!(
-            "select subscription_id, start, seen, granted from periods where subscription_id in ({})",
-            placeholders(1, want.len())
-        );
-        let mut query = sqlx::query_as::<_, (String, i64, Option<String>, Option<String>)>(AssertSqlSafe(sql));
-        for id in &want {
-            query = query.bind(*id);
-        }
-        let periods = query.fetch_all(&mut *self.conn).await?;
+        let sql = "select id, user_id, status, plan, price_id, current_period_start, current_period_end,
+                          cancel_at_period_end, state_at
+                   from subscriptions where id in ({keys})";
+        let found: Vec<Row> = fetch_in(self.conn, sql, None, &want).await?;
+        let sql = "select subscription_id, start, seen, granted from periods where subscription_id in ({keys})";
+        let periods: Vec<(String, i64, Option<String>, Option<String>)> = fetch_in(self.conn, sql, None, &want).await?;
         for id in &want {
             self.subscriptions.insert((*id).to_owned(), None);
             self.periods.insert((*id).to_owned(), BTreeMap::new());
@@ -440,14 +401,9 @@ impl<'c> Unit<'c> {
             return Ok(());
         }
         let sql = format!(
-            "select session_id, user_id, payment_intent, credits, refunded_credits from topups where {column} in ({})",
-            placeholders(1, want.len())
+            "select session_id, user_id, payment_intent, credits, refunded_credits from topups where {column} in ({{keys}})"
         );
-        let mut query = sqlx::query_as::<_, (String, String, Option<String>, i64, i64)>(AssertSqlSafe(sql));
-        for k in &want {
-            query = query.bind(*k);
-        }
-        let found = query.fetch_all(&mut *self.conn).await?;
+        let found: Vec<(String, String, Option<String>, i64, i64)> = fetch_in(self.conn, &sql, None, &want).await?;
         for k in &want {
             if by_session {
                 self.topups.insert((*k).to_owned(), None);
@@ -698,55 +654,131 @@ impl<'c> Unit<'c> {
         users: &[&str],
     ) -> Result<HashMap<String, SubscriptionView>, StoreError> {
         let accounts = users.iter().filter_map(|u| self.accounts.get(*u)).map(|h| &h.account);
-        credits::subscription_views(&mut *self.conn, accounts).await
+        views::subscription_views(&mut *self.conn, accounts).await
     }
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+#[cfg(test)]
+mod tests {
+    use sqlx::AnyPool;
+    use tally_core::event::{Owner, Subscription};
+    use tally_core::{Bucket, Ledger};
 
-/// Runs `sql` once per chunk, its `{rows}` replaced by a row of `cols` parameters for
-/// each row, bound by `bind`; returns the rows the database inserted or updated.
-async fn insert_rows<'q, T: 'q>(
-    conn: &mut AnyConnection,
-    sql: &str,
-    cols: usize,
-    chunks: impl IntoIterator<Item = &'q [T]>,
-    bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
-) -> Result<u64, StoreError> {
-    let mut affected = 0;
-    for chunk in chunks {
-        let mut query = sqlx::query(AssertSqlSafe(sql.replace("{rows}", &value_rows(chunk.len(), cols))));
-        for row in chunk {
-            query = bind(query, row);
-        }
-        affected += query.execute(&mut *conn).await?.rows_affected();
+    use super::*;
+
+    /// A fresh, migrated SQLite database of its own.
+    async fn database() -> AnyPool {
+        sqlx::any::install_default_drivers();
+        let path = std::env::temp_dir().join(format!("tally-unit-{}-{}.db", std::process::id(), rand::random::<u64>()));
+        let pool = crate::sqlite::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        crate::migrate::run(&pool, crate::sqlite::MIGRATIONS, None).await.unwrap();
+        pool
     }
-    Ok(affected)
-}
 
-/// Most bytes of payload per statement: a larger one leaves the socket in more than one
-/// segment, and with Nagle on (sqlx does not turn it off) the last waits for an ACK.
-const STATEMENT_BYTES: usize = 48 * 1024;
-
-/// `rows` in runs of at most [`STATEMENT_BYTES`] (one row at least) and [`CHUNK`] rows.
-fn by_size<T>(rows: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
-    let mut runs = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, row) in rows.iter().enumerate() {
-        if i > start && (bytes + size(row) > STATEMENT_BYTES || i - start == CHUNK) {
-            runs.push(&rows[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += size(row);
+    async fn count(pool: &AnyPool, sql: &str) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(pool).await.unwrap()
     }
-    if start < rows.len() {
-        runs.push(&rows[start..]);
-    }
-    runs
-}
 
-/// Each key once, in first-seen order.
-fn unique<K: Eq + std::hash::Hash>(keys: &[K]) -> impl Iterator<Item = &K> {
-    let mut seen = HashSet::new();
-    keys.iter().filter(move |k| seen.insert(*k))
+    fn subscription_event(customer: &str, named: Option<&str>) -> EventKind {
+        EventKind::SubscriptionChanged(Subscription {
+            id: "sub_1".into(),
+            status: "active".into(),
+            price_id: None,
+            start_date: None,
+            current_period_start: None,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            owner: Owner { user_id: named.map(str::to_owned), customer: Some(customer.into()) },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_new_account_opens_once_with_its_signup_row() {
+        let pool = database().await;
+        let catalogue = Catalogue::default();
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        assert_eq!(unit.account("ann").await.unwrap().account.plan_credits, 100);
+        unit.account("ann").await.unwrap();
+        unit.flush().await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count(&pool, "select count(*) from accounts").await, 1);
+        assert_eq!(count(&pool, "select count(*) from ledger where reference = 'signup:ann'").await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_row_the_unit_changed_is_never_read_again_from_the_database() {
+        let pool = database().await;
+        let catalogue = Catalogue::default();
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        let mut ledger = Ledger::new(unit.account("bo").await.unwrap().account.clone());
+        ledger.post(Bucket::Topup, 40, "test", "t:1".into());
+        unit.post(ledger);
+        // A later job of the batch sees the change before anything is written.
+        assert_eq!(unit.account("bo").await.unwrap().account.topup_credits, 40);
+        let stored = "select topup_credits from accounts where user_id = 'bo'";
+        assert_eq!(count_in(unit.conn(), stored).await, 0, "the row opened, the change not written yet");
+        unit.flush().await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count(&pool, "select topup_credits from accounts where user_id = 'bo'").await, 40);
+        assert_eq!(count(&pool, "select count(*) from ledger where user_id = 'bo'").await, 2);
+    }
+
+    async fn count_in(conn: &mut AnyConnection, sql: &str) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(conn).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_first_link_of_a_customer_wins_over_metadata() {
+        let pool = database().await;
+        let catalogue = Catalogue::default();
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        assert!(unit.link_customer("owner", "cus_1").await.unwrap());
+        assert!(!unit.link_customer("thief", "cus_1").await.unwrap(), "a customer has one owner");
+        unit.flush().await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        let forged = subscription_event("cus_1", Some("thief"));
+        assert_eq!(unit.find_user(&forged).await.unwrap().as_deref(), Some("owner"));
+        let fresh = subscription_event("cus_new", Some("newcomer"));
+        assert_eq!(unit.find_user(&fresh).await.unwrap().as_deref(), Some("newcomer"), "an unlinked customer");
+    }
+
+    #[tokio::test]
+    async fn prefetch_locks_every_account_of_the_batch_in_one_go() {
+        let pool = database().await;
+        let catalogue = Catalogue::default();
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        let event = subscription_event("cus_9", Some("carl"));
+        unit.prefetch(&[&event], &["dina", "eve"], &["spend:k"]).await.unwrap();
+        assert_eq!(unit.accounts.len(), 3, "the event's user and the spenders");
+        assert_eq!(unit.reference_owner("spend:k").await.unwrap(), None);
+        assert_eq!(unit.reserved("dina").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_hold_total_is_read_again() {
+        let pool = database().await;
+        let catalogue = Catalogue::default();
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        unit.account("fay").await.unwrap();
+        assert_eq!(unit.reserved("fay").await.unwrap(), 0);
+        sqlx::query(
+            "insert into reservations (id, user_id, idempotency_key, amount, status, expires_at, created_at, updated_at)
+             values ('r1', 'fay', 'k1', 30, 'held', $1, 0, 0)",
+        )
+        .bind(crate::now() + 60)
+        .execute(unit.conn())
+        .await
+        .unwrap();
+        assert_eq!(unit.reserved("fay").await.unwrap(), 0, "cached for the batch");
+        unit.forget_reserved("fay");
+        assert_eq!(unit.reserved("fay").await.unwrap(), 30, "read again after a hold job");
+    }
 }

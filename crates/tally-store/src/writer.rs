@@ -8,32 +8,71 @@
 //! locks, inside one transaction, and nothing is answered before it commits. Under no
 //! load a batch is one job, so nothing waits for company.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{AnyConnection, AnyPool};
-use tally_core::{Account, Catalogue, EventKind};
+use tally_core::{Account, Catalogue};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
-use crate::credits::{Once, apply_once, billing};
-use crate::ingest::{Delivered, Delivery, apply_event, claim};
-use crate::model::{Billing, IngestOutcome, Outcome};
+use crate::credits::{Once, apply_link, apply_once};
+use crate::holds::{Hold, apply_hold};
+use crate::ingest::{Delivery, Inbox};
+use crate::model::{Billing, IngestOutcome, Reservation, ReservationState};
 use crate::unit::Unit;
+use crate::views::billing;
 
 /// The most jobs in one transaction: enough to share a commit among all of a busy
 /// server's requests, few enough that a batch stays a few milliseconds long.
 const MAX_BATCH: usize = 64;
 
+/// A job: one request's write.
 pub(crate) enum Work {
     Ingest(Box<Delivery>),
     Once(Once),
+    Hold(Hold),
+    /// Checkout's link of a user to the Stripe customer it made.
+    Link {
+        user_id: String,
+        customer: String,
+    },
 }
 
+impl Work {
+    fn delivery(&self) -> Option<&Delivery> {
+        match self {
+            Work::Ingest(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The account the job is about, when known before it runs.
+    fn user_id(&self) -> Option<&str> {
+        match self {
+            Work::Once(once) => Some(&once.user_id),
+            Work::Hold(hold) => hold.user_id(),
+            Work::Link { user_id, .. } => Some(user_id),
+            Work::Ingest(_) => None,
+        }
+    }
+
+    /// The ledger reference the job makes once.
+    fn reference(&self) -> Option<&str> {
+        match self {
+            Work::Once(once) => Some(&once.reference),
+            _ => None,
+        }
+    }
+}
+
+/// A job's answer.
 pub(crate) enum Done {
     Ingested(IngestOutcome),
     Billing(Billing),
+    Held(ReservationState),
+    /// The Stripe customer kept for the user.
+    Linked(String),
 }
 
 type Reply = oneshot::Sender<Result<Done, StoreError>>;
@@ -158,94 +197,65 @@ async fn write(
     result
 }
 
-/// What a job leaves before the batch is written: a spend's billing still needs the
-/// subscription, read once for the whole batch after the writes.
+/// What a job leaves before the batch is written: the billings of spends and holds
+/// still need their subscription, read once for the whole batch after the writes.
 enum Pending {
     Ingested(IngestOutcome),
     Account(Account),
+    Held(Reservation, Account),
+    Linked(String),
 }
 
+impl Pending {
+    fn account(&self) -> Option<&Account> {
+        match self {
+            Pending::Account(account) | Pending::Held(_, account) => Some(account),
+            Pending::Ingested(_) | Pending::Linked(_) => None,
+        }
+    }
+}
+
+/// Runs each job in order on one unit of work (so each sees the jobs before it), then
+/// writes what they changed. A job's own refusal is its answer; an error here is the
+/// batch's.
 async fn apply(
     conn: &mut AnyConnection,
     catalogue: &Catalogue,
     jobs: &[Work],
 ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
-    let deliveries: Vec<&Delivery> = jobs
-        .iter()
-        .filter_map(|j| match j {
-            Work::Ingest(d) => Some(&**d),
-            Work::Once(_) => None,
-        })
-        .collect();
-    let onces: Vec<&Once> = jobs
-        .iter()
-        .filter_map(|j| match j {
-            Work::Once(o) => Some(o),
-            Work::Ingest(_) => None,
-        })
-        .collect();
-    let stored = claim(conn, deliveries.iter().map(|d| d.id.as_str())).await?;
+    let deliveries: Vec<&Delivery> = jobs.iter().filter_map(Work::delivery).collect();
+    let mut inbox = Inbox::claim(conn, &deliveries).await?;
+    let to_apply = inbox.to_apply(&deliveries);
     let mut unit = Unit::new(conn, catalogue);
-    let to_apply: Vec<&EventKind> = deliveries
-        .iter()
-        .filter(|d| stored.get(&d.id).is_none_or(|o| Outcome::retryable(o)))
-        .filter_map(|d| d.event.as_ref().ok().map(|e| &e.kind))
-        .collect();
-    let users: Vec<&str> = onces.iter().map(|o| o.user_id.as_str()).collect();
-    let references: Vec<&str> = onces.iter().map(|o| o.reference.as_str()).collect();
+    // Accounts known before the jobs run are locked together, up front.
+    let users: Vec<&str> = jobs.iter().filter_map(Work::user_id).collect();
+    let references: Vec<&str> = jobs.iter().filter_map(Work::reference).collect();
     unit.prefetch(&to_apply, &users, &references).await?;
 
     let mut pending = Vec::with_capacity(jobs.len());
-    let mut inbox: Vec<Delivered> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
     for job in jobs {
-        match job {
-            Work::Ingest(d) => {
-                // A second delivery of an id within the batch is a redelivery like any
-                // other: applied again if the first left it unmatched or failed.
-                let i = match index.get(d.id.as_str()) {
-                    Some(&i) => {
-                        inbox[i].redeliveries += 1;
-                        i
-                    }
-                    None => {
-                        index.insert(&d.id, inbox.len());
-                        inbox.push(Delivered {
-                            delivery: Some(d),
-                            stored: stored.get(&d.id).cloned(),
-                            ..Delivered::default()
-                        });
-                        inbox.len() - 1
-                    }
-                };
-                if inbox[i].outcome_so_far().is_some_and(|o| !Outcome::retryable(o)) {
-                    let duplicate = IngestOutcome { outcome: Outcome::Duplicate, user_id: None, note: None };
-                    pending.push(Ok(Pending::Ingested(duplicate)));
-                    continue;
-                }
-                let outcome = match &d.event {
-                    Ok(event) => apply_event(&mut unit, event).await?,
-                    Err(reason) => {
-                        IngestOutcome { outcome: Outcome::Failed, user_id: None, note: Some(reason.clone()) }
-                    }
-                };
-                inbox[i].outcome = Some(outcome.clone());
-                pending.push(Ok(Pending::Ingested(outcome)));
-            }
-            Work::Once(once) => pending.push(apply_once(&mut unit, once).await?.map(Pending::Account)),
-        }
+        pending.push(match job {
+            Work::Ingest(d) => Ok(Pending::Ingested(inbox.deliver(&mut unit, d).await?)),
+            Work::Once(once) => apply_once(&mut unit, once).await?.map(Pending::Account),
+            Work::Hold(hold) => apply_hold(&mut unit, hold).await?.map(|(held, account)| Pending::Held(held, account)),
+            Work::Link { user_id, customer } => apply_link(&mut unit, user_id, customer).await?.map(Pending::Linked),
+        });
     }
-    for delivered in inbox {
-        delivered.keep(&mut unit);
-    }
+    inbox.keep(&mut unit);
     unit.flush().await?;
-    let views = unit.subscription_views(&users).await?;
+    let shown: Vec<&str> = pending.iter().flatten().filter_map(Pending::account).map(|a| a.user_id.as_str()).collect();
+    let views = unit.subscription_views(&shown).await?;
+    let billing_of = |account: Account| {
+        let view = views.get(&account.user_id).cloned();
+        billing(account, view)
+    };
     let done = |p: Pending| match p {
         Pending::Ingested(outcome) => Done::Ingested(outcome),
-        Pending::Account(account) => {
-            let view = views.get(&account.user_id).cloned();
-            Done::Billing(billing(account, view))
+        Pending::Account(account) => Done::Billing(billing_of(account)),
+        Pending::Held(reservation, account) => {
+            Done::Held(ReservationState { reservation, billing: billing_of(account) })
         }
+        Pending::Linked(customer) => Done::Linked(customer),
     };
     Ok(pending.into_iter().map(|p| p.map(done)).collect())
 }

@@ -75,6 +75,46 @@ async fn poison_spend_key(app: &TestApp) {
     }
 }
 
+/// A connection that keeps the writer waiting (SQLite: the write lock; Postgres: the
+/// user's account row) until it is released, so that requests queue and share a batch.
+enum WriteBlock {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl WriteBlock {
+    async fn hold(app: &TestApp, user: &str) -> WriteBlock {
+        match app.database_url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let mut conn = SqliteConnection::connect(&format!("sqlite://{path}")).await.unwrap();
+                sqlx::raw_sql("begin immediate").execute(&mut conn).await.unwrap();
+                WriteBlock::Sqlite(conn)
+            }
+            None => {
+                let mut conn = PgConnection::connect(&app.database_url).await.unwrap();
+                sqlx::raw_sql("begin").execute(&mut conn).await.unwrap();
+                sqlx::query("select 1 from accounts where user_id = $1 for update")
+                    .bind(user)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteBlock::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteBlock::Sqlite(mut conn) => {
+                sqlx::raw_sql("rollback").execute(&mut conn).await.unwrap();
+            }
+            WriteBlock::Postgres(mut conn) => {
+                sqlx::raw_sql("rollback").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
 /// How many of this app's batches failed and were written again one job at a time.
 fn split_batches(app: &TestApp) -> u64 {
     app.store.write_stats().split.load(Relaxed)
@@ -86,13 +126,19 @@ async fn a_write_the_database_refuses_fails_alone_and_its_batch_commits(db: Db) 
     let c = Customer::new("bob", Shape::V2026, app.shop);
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now()), "applied").await;
     let balance = app.shop.free + app.shop.pack.credits;
-    // Until the poisoned spend has shared a batch with others (almost always the first
-    // round), each round checks that it failed alone.
+    // The writer is held while the round's requests arrive, so they queue and share a
+    // batch once it is released. Until the poisoned spend has shared a batch with others
+    // (almost always the first round), each round checks that it failed alone.
     let mut spent = 0;
     for round in 0..10 {
         let splits = split_batches(&app);
         let keys: Vec<String> = (0..15).map(|k| format!("r{round}-k{k}")).chain(["poison".to_owned()]).collect();
-        let answers = join_all(keys.iter().map(|key| app.spend("bob", 1, key))).await;
+        let block = WriteBlock::hold(&app, "bob").await;
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            block.release().await;
+        };
+        let (answers, ()) = tokio::join!(join_all(keys.iter().map(|key| app.spend("bob", 1, key))), release);
         for (key, (status, body)) in keys.iter().zip(&answers) {
             if key == "poison" {
                 assert_eq!(*status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");

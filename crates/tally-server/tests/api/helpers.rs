@@ -325,6 +325,8 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
     let mut config = Config::from_lookup(lookup).expect("test config is valid");
     config.stripe_client =
         ClientOptions { timeout: Duration::from_millis(500), max_retries: 2, backoff: Duration::from_millis(10) };
+    // Time's grants are driven by the tests' own clock (`Store::grant_due`).
+    config.grant_clock = false;
     let app = Application::build(config).await.expect("tally starts");
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
