@@ -30,3 +30,17 @@ async fn migrations_spend_and_ledger_work_on_each_backend() {
         assert_eq!(store.setting_or_insert("k", "v2").await.unwrap(), "v1");
     }
 }
+
+#[tokio::test]
+async fn a_value_the_database_refuses_is_not_an_outage() {
+    for store in each_backend().await {
+        store.migrate().await.unwrap();
+        // Postgres refuses a NUL byte in text (SQLSTATE 22021) every time: retrying
+        // cannot help, so it must not read as "unavailable" (which answers 503).
+        let spend = Spend { user_id: "nul\0user", amount: 1, idempotency_key: "nul-key", reason: "test" };
+        match store.spend(spend).await {
+            Ok(_) => assert_eq!(store.backend(), tally_store::Backend::Sqlite, "SQLite stores NUL in text"),
+            Err(e) => assert!(!matches!(e, tally_store::StoreError::Unavailable(_)), "{e}"),
+        }
+    }
+}

@@ -45,8 +45,9 @@ impl Verifier {
         if signatures.is_empty() {
             return Err(SignatureError::NoV1);
         }
-        let age = now - timestamp;
-        if age.abs() > TOLERANCE_SECS {
+        // Saturating: a hostile timestamp near i64::MIN or MAX must not overflow.
+        let age = now.saturating_sub(timestamp);
+        if age.saturating_abs() > TOLERANCE_SECS {
             return Err(SignatureError::OutsideTolerance(age));
         }
         for key in &self.keys {

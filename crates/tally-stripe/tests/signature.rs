@@ -96,3 +96,18 @@ fn one_right_v1_among_several_is_enough() {
     let only_wrong = format!("t={NOW},v1={wrong_sig}");
     assert_eq!(verifier.verify(BODY, Some(&only_wrong), NOW), Err(SignatureError::Mismatch));
 }
+
+#[test]
+fn extreme_timestamps_are_refused_without_overflow() {
+    let verifier = Verifier::new(&["whsec_test"]);
+    let now = 1_700_000_000;
+    for t in [i64::MIN, i64::MIN + 1, now - (1 << 62), now + (1 << 62), i64::MAX] {
+        let header = format!("t={t},v1={}", "00".repeat(32));
+        assert!(
+            matches!(verifier.verify(b"{}", Some(&header), now), Err(SignatureError::OutsideTolerance(_))),
+            "t={t}"
+        );
+    }
+    let header = sign(b"{}", "whsec_test", i64::MIN);
+    assert!(verifier.verify(b"{}", Some(&header), i64::MAX).is_err());
+}
