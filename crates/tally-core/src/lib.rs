@@ -8,6 +8,7 @@ pub mod calendar;
 pub mod catalogue;
 pub mod error;
 pub mod event;
+pub mod input;
 pub mod rules;
 
 pub use account::{Account, Bucket, Entry, Ledger};

@@ -30,6 +30,11 @@ impl FromRequestParts<AppState> for SignedInUser {
             tracing::info!(error = %e, "session refused");
             ApiError::Unauthorized("invalid or expired session")
         })?;
+        // A subject past the input limits (10 KB, control characters) is no user of ours.
+        if let Err(e) = tally_core::input::check_id("sub", &user) {
+            tracing::info!(error = %e, "session refused");
+            return Err(ApiError::Unauthorized("invalid or expired session"));
+        }
         Ok(SignedInUser(user))
     }
 }

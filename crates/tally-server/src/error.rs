@@ -70,6 +70,13 @@ impl ApiError {
     }
 }
 
+/// A value outside the input limits: 422 naming the field.
+impl From<tally_core::input::InvalidField> for ApiError {
+    fn from(e: tally_core::input::InvalidField) -> ApiError {
+        ApiError::unprocessable("invalid_field", e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {

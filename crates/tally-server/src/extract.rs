@@ -49,23 +49,14 @@ fn rejection_text(rejection: &JsonRejection) -> String {
     rejection.body_text()
 }
 
-/// Checks that `value` is within `range`, naming the field when it is not.
+/// Checks that a number is within `range`, naming the field when it is not (422).
 pub fn within(field: &str, value: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ApiError> {
     if range.contains(&value) {
         Ok(value)
     } else {
-        Err(ApiError::bad_request(
-            "invalid_amount",
+        Err(ApiError::unprocessable(
+            "invalid_field",
             format!("{field}: must be between {} and {}, got {value}", range.start(), range.end()),
         ))
-    }
-}
-
-/// Checks that a text field is present and short, naming it when it is not.
-pub fn non_empty<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, ApiError> {
-    if value.trim().is_empty() || value.len() > max {
-        Err(ApiError::bad_request("invalid_request", format!("{field}: 1 to {max} characters")))
-    } else {
-        Ok(value)
     }
 }

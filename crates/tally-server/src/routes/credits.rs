@@ -4,14 +4,12 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use tally_core::input::{Id, Reason, check_amount, check_id};
 use tally_store::{Billing, LedgerRow, Spend};
 
 use crate::auth::HostApp;
-use crate::extract::{ApiJson, non_empty, within};
+use crate::extract::{ApiJson, within};
 use crate::{ApiError, AppState, metrics};
-
-/// The most credits one call may move; anything larger is a bug in the caller.
-pub const MAX_AMOUNT: i64 = 1_000_000_000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,7 +23,7 @@ async fn show_billing(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Result<Json<Billing>, ApiError> {
-    Ok(Json(state.store.billing(&user_id).await?))
+    Ok(Json(state.store.billing(check_id("id", &user_id)?).await?))
 }
 
 #[derive(Deserialize)]
@@ -42,7 +40,7 @@ async fn list_ledger(
     Query(query): Query<LedgerQuery>,
 ) -> Result<Json<Vec<LedgerRow>>, ApiError> {
     let limit = within("limit", query.limit.unwrap_or(50), 1..=500)?;
-    Ok(Json(state.store.ledger(&user_id, limit, query.before).await?))
+    Ok(Json(state.store.ledger(check_id("id", &user_id)?, limit, query.before).await?))
 }
 
 #[derive(Deserialize)]
@@ -65,11 +63,14 @@ async fn spend_credits(
 }
 
 async fn spend(state: &AppState, req: &SpendRequest) -> Result<Billing, ApiError> {
+    let user_id = Id::parse("user_id", &req.user_id)?;
+    let idempotency_key = Id::parse("idempotency_key", &req.idempotency_key)?;
+    let reason = Reason::parse("reason", req.reason.as_deref().unwrap_or("spend"))?;
     let spend = Spend {
-        user_id: non_empty("user_id", &req.user_id, 255)?,
-        amount: within("amount", req.amount, 1..=MAX_AMOUNT)?,
-        idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
-        reason: req.reason.as_deref().unwrap_or("spend"),
+        user_id: user_id.as_str(),
+        amount: check_amount("amount", req.amount)?,
+        idempotency_key: idempotency_key.as_str(),
+        reason: reason.as_str(),
     };
     Ok(state.store.spend(spend).await?)
 }

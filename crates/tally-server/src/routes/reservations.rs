@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
+use tally_core::input::{Id, MAX_AMOUNT, check_amount, check_id};
 use tally_store::{ReservationState, Reserve};
 
-use super::credits::MAX_AMOUNT;
 use crate::auth::HostApp;
-use crate::extract::{ApiJson, non_empty, within};
+use crate::extract::{ApiJson, within};
 use crate::{ApiError, AppState, metrics};
 
 /// How long a hold lasts when the caller does not say, and at most.
@@ -37,10 +37,12 @@ async fn reserve_credits(
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async {
+        let user_id = Id::parse("user_id", &req.user_id)?;
+        let idempotency_key = Id::parse("idempotency_key", &req.idempotency_key)?;
         let reserve = Reserve {
-            user_id: non_empty("user_id", &req.user_id, 255)?,
-            amount: within("amount", req.amount, 1..=MAX_AMOUNT)?,
-            idempotency_key: non_empty("idempotency_key", &req.idempotency_key, 255)?,
+            user_id: user_id.as_str(),
+            amount: check_amount("amount", req.amount)?,
+            idempotency_key: idempotency_key.as_str(),
             ttl_seconds: within("ttl_seconds", req.ttl_seconds.unwrap_or(DEFAULT_TTL), 1..=MAX_TTL)?,
         };
         Ok(state.store.reserve(reserve).await?)
@@ -65,7 +67,7 @@ async fn commit_reservation(
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async {
         let amount = within("amount", req.amount, 0..=MAX_AMOUNT)?;
-        Ok(state.store.commit_reservation(&id, amount).await?)
+        Ok(state.store.commit_reservation(check_id("id", &id)?, amount).await?)
     }
     .await;
     metrics::credits("commit", &answer);
@@ -77,7 +79,7 @@ async fn release_reservation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ReservationState>, ApiError> {
-    let answer = state.store.release_reservation(&id).await.map_err(ApiError::from);
+    let answer = async { Ok(state.store.release_reservation(check_id("id", &id)?).await?) }.await;
     metrics::credits("release", &answer);
     answer.map(Json)
 }

@@ -66,12 +66,17 @@ async fn ingest(
         .verify(&body, signature, tally_store::now())
         .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
+    // Ids past the input limits (a NUL byte, 10 KB) are refused here, before the database.
+    let checked = tally_core::input::check_id("id", &parsed.id)
+        .and_then(|_| parsed.event.as_ref().map_or(Ok(()), |event| event.check_ids()));
+    checked.map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     let result = crate::ingest_parsed(&state.store, &parsed, payload).await.map_err(|e| {
-        // Whatever the database said, the event is not stored: Stripe must retry.
         tracing::warn!(event = %parsed.id, error = %e, "webhook not stored");
-        ApiError::Unavailable
+        // Mapped like every store error: an outage is a 503 (Stripe retries), a refusal
+        // that retrying cannot change is not reported as one.
+        ApiError::from(e)
     })?;
     tracing::info!(event = %parsed.id, kind = %parsed.event_type, outcome = result.outcome.as_str(), "webhook");
     Ok((parsed.id, result))

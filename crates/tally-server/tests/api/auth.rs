@@ -17,6 +17,7 @@ on_both_backends!(
     a_host_app_token_link_becomes_a_session_cookie,
     dev_login_is_refused_on_a_public_bind_and_with_a_live_key,
     cookie_posts_from_other_sites_are_refused,
+    a_token_whose_subject_is_past_the_input_limits_is_401_before_stripe,
 );
 
 async fn get_billing(app: &TestApp, authorization: Option<String>) -> (StatusCode, serde_json::Value) {
@@ -176,4 +177,25 @@ async fn cookie_posts_from_other_sites_are_refused(db: Db) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}
+
+/// A validly signed token whose `sub` is 10 KB (or holds a control character) is no
+/// user of ours: 401, and no Stripe customer is made for it (it was a 500 after one).
+async fn a_token_whose_subject_is_past_the_input_limits_is_401_before_stripe(db: Db) {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with_stripe(db, &stripe).await;
+    let ours = Sessions::new(JWT_SECRET);
+    for sub in ["u".repeat(10_000), "line\nbreak".to_owned()] {
+        let token = ours.issue(&sub, now() + 60);
+        let response = app
+            .client
+            .post(format!("{}/api/checkout", app.address))
+            .bearer_auth(&token)
+            .json(&json!({ "item": "pro" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{} bytes", sub.len());
+    }
+    assert!(stripe.seen("/v1/customers").is_empty(), "nothing reached Stripe");
 }

@@ -17,6 +17,7 @@ on_both_backends!(
     an_unknown_event_type_is_stored_as_ignored,
     an_event_without_a_user_is_stored_as_unmatched_and_applied_when_redelivered,
     an_unreadable_object_is_stored_as_failed,
+    ids_past_the_input_limits_in_a_signed_event_are_400_and_store_nothing,
 );
 
 async fn post_signed(app: &TestApp, body: &[u8], content_type: &str) -> (StatusCode, serde_json::Value) {
@@ -125,4 +126,32 @@ async fn an_unreadable_object_is_stored_as_failed(db: Db) {
     let stored = app.stored("evt_bad_object").await.unwrap();
     assert_eq!(stored.outcome, "failed");
     assert!(stored.note.unwrap().contains("invoice.paid"));
+}
+
+/// A NUL byte or a 10 KB id in a signed event: refused at the edge (400), not sent to
+/// the database, where Postgres refused it with an error that read as an outage (503,
+/// and Stripe would retry for days).
+async fn ids_past_the_input_limits_in_a_signed_event_are_400_and_store_nothing(db: Db) {
+    let app = spawn_app(db).await;
+    let c = Customer::new("alice", Shape::V2026, app.shop);
+    let event = c.checkout("cs_1", "sub_1", "pro", "paid", now());
+    let mut hostile = Vec::new();
+    let mut nul_customer = event.clone();
+    nul_customer["data"]["object"]["customer"] = json!("cus_\u{0}x");
+    hostile.push((nul_customer, "data.object.customer"));
+    let mut long_user = event.clone();
+    long_user["data"]["object"]["metadata"]["user_id"] = json!("u".repeat(10_000));
+    hostile.push((long_user, "data.object.metadata.user_id"));
+    let mut nul_id = event.clone();
+    nul_id["id"] = json!("evt_\u{0}");
+    hostile.push((nul_id, "id"));
+    for (body, field) in hostile {
+        let (status, answer) = post_signed(&app, body.to_string().as_bytes(), "application/json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {answer}");
+        assert_eq!(answer["error"], "invalid_event");
+        assert!(answer["message"].as_str().unwrap().starts_with(&format!("{field}:")), "{answer}");
+    }
+    assert_eq!(app.stored_count().await, 0);
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -87,12 +87,28 @@ async fn host_app_routes_need_the_api_key(db: Db) {
 
 async fn spend_requests_are_validated(db: Db) {
     let app = spawn_app(db).await;
+    // Values outside the input limits: 422 naming the field.
+    let out_of_limits = [
+        (json!({"user_id":"x","amount":0,"idempotency_key":"k"}), "amount"),
+        (json!({"user_id":"x","amount":-5,"idempotency_key":"k"}), "amount"),
+        (json!({"user_id":"x","amount":1_000_000_000_001_i64,"idempotency_key":"k"}), "amount"),
+        (json!({"user_id":"","amount":1,"idempotency_key":"k"}), "user_id"),
+        (json!({"user_id":"x\u{0}y","amount":1,"idempotency_key":"k"}), "user_id"),
+        (json!({"user_id":"x".repeat(256),"amount":1,"idempotency_key":"k"}), "user_id"),
+        (json!({"user_id":"x","amount":1,"idempotency_key":""}), "idempotency_key"),
+        (json!({"user_id":"x","amount":1,"idempotency_key":"k\n"}), "idempotency_key"),
+        (json!({"user_id":"x","amount":1,"idempotency_key":"k","reason":"r".repeat(501)}), "reason"),
+        (json!({"user_id":"x","amount":1,"idempotency_key":"k","reason":"a\u{0}"}), "reason"),
+    ];
+    for (body, field) in out_of_limits {
+        let (status, answer) = app.post("/api/credits/spend", &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(answer["error"], "invalid_field", "{answer}");
+        assert!(answer["message"].as_str().unwrap().starts_with(&format!("{field}:")), "{answer}");
+    }
+    // Bodies that are not a spend request at all: 400.
     let bad = [
-        json!({"user_id":"x","amount":0,"idempotency_key":"k"}),
-        json!({"user_id":"x","amount":-5,"idempotency_key":"k"}),
         json!({"user_id":"x","amount":1.5,"idempotency_key":"k"}),
-        json!({"user_id":"","amount":1,"idempotency_key":"k"}),
-        json!({"user_id":"x","amount":1,"idempotency_key":""}),
         json!({"user_id":"x","amount":1}),
         json!({"user_id":"x","amount":1,"idempotency_key":"k","price":"free"}),
     ];
