@@ -28,6 +28,9 @@ pub enum ApiError {
     InsufficientCredits { needed: i64, available: i64 },
     #[error("{0}")]
     Conflict(String),
+    /// An idempotency key used before for another user, amount or kind of request.
+    #[error("the idempotency key was used for {0}")]
+    KeyReused(&'static str),
     #[error("{0} not found")]
     NotFound(String),
     /// A reservation that is no longer held.
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::Stripe => (StatusCode::BAD_GATEWAY, "stripe_error"),
             ApiError::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_credits"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::KeyReused(_) => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Settled(_) => (StatusCode::CONFLICT, "reservation_closed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -85,6 +89,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable
             }
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::KeyReused(what) => ApiError::KeyReused(what),
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::Settled(status) => ApiError::Settled(status),
             StoreError::Invalid(message) => ApiError::bad_request("invalid_amount", message),

@@ -36,6 +36,16 @@ pub(crate) enum Change {
 }
 
 impl Change {
+    /// What the change moves in all, when a repeat must move the same: a retry of a
+    /// spend or grant is one with the same amount.
+    fn delta(&self) -> Option<i64> {
+        match self {
+            Change::Spend { amount, .. } => Some(-amount),
+            Change::Grant { amount, .. } => Some(*amount),
+            Change::Month { .. } | Change::FreeMonth { .. } => None,
+        }
+    }
+
     /// Makes the change, deciding on the state the unit holds (read after the lock).
     async fn apply(&self, unit: &mut Unit<'_>, ledger: &mut Ledger, reference: &str) -> Result<(), StoreError> {
         match self {
@@ -63,10 +73,20 @@ impl Change {
 pub(crate) async fn apply_once(unit: &mut Unit<'_>, once: &Once) -> Result<Result<Account, StoreError>, StoreError> {
     let mut account = unit.account(&once.user_id).await?.account.clone();
     account.reserved = unit.reserved(&once.user_id).await?;
-    match unit.reference_owner(&once.reference).await? {
-        Some(owner) if owner == once.user_id => Ok(Ok(account)),
-        Some(_) => Ok(Err(StoreError::Conflict("the key was used for another user".into()))),
+    match unit.reference(&once.reference).await? {
+        // A retry: the same user, moving the same.
+        Some(used) if used.user_id == once.user_id && once.change.delta().is_none_or(|d| d == used.delta) => {
+            Ok(Ok(account))
+        }
+        Some(used) if used.user_id != once.user_id => Ok(Err(StoreError::KeyReused("another user"))),
+        Some(_) => Ok(Err(StoreError::KeyReused("another amount"))),
         None => {
+            if let Change::Spend { .. } = once.change
+                && let Some(key) = once.reference.strip_prefix("spend:")
+                && unit.hold_key_taken(key).await?
+            {
+                return Ok(Err(StoreError::KeyReused("a reservation")));
+            }
             let mut ledger = Ledger::new(account);
             match once.change.apply(unit, &mut ledger, &once.reference).await {
                 Ok(()) => {}
@@ -75,8 +95,9 @@ pub(crate) async fn apply_once(unit: &mut Unit<'_>, once: &Once) -> Result<Resul
                 Err(refused) => return Ok(Err(refused)),
             }
             let account = ledger.account.clone();
+            let moved = ledger.entries.iter().map(|e| e.delta).sum();
             unit.post(ledger);
-            unit.remember_reference(&once.reference, &once.user_id);
+            unit.remember_reference(&once.reference, &once.user_id, moved);
             Ok(Ok(account))
         }
     }

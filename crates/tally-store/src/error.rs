@@ -7,9 +7,12 @@ pub enum StoreError {
     /// The database cannot be reached or cannot commit now; the caller should retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// A uniqueness rule refused the write (such as a key reused for another user).
+    /// A uniqueness rule refused the write.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An idempotency key used before for another user, amount or kind of request.
+    #[error("the idempotency key was used for {0}")]
+    KeyReused(&'static str),
     #[error("{0} not found")]
     NotFound(String),
     /// A reservation that is no longer held: committed, released or expired.

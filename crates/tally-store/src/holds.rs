@@ -75,10 +75,10 @@ async fn reserve(
     .fetch_optional(unit.conn())
     .await?;
     match existing {
-        Some(row) if row.1 != user_id => {
-            Ok(Err(StoreError::Conflict("idempotency_key was used for another user".into())))
-        }
+        Some(row) if row.1 != user_id => Ok(Err(StoreError::KeyReused("another user"))),
+        Some(row) if row.2 != amount => Ok(Err(StoreError::KeyReused("another amount"))),
         Some(row) => Ok(Ok((reservation(row, t), account))),
+        None if unit.reference(&format!("spend:{key}")).await?.is_some() => Ok(Err(StoreError::KeyReused("a spend"))),
         None => {
             let id = format!("res_{}", hex::encode(rand::random::<[u8; 12]>()));
             let mut ledger = Ledger::new(account);

@@ -57,8 +57,10 @@ pub struct Unit<'c> {
     /// Payment intent -> the session of its top-up.
     topup_intents: HashMap<String, Option<String>>,
     reserved: HashMap<String, i64>,
-    /// Ledger reference -> the user whose row has it.
-    references: HashMap<String, Option<String>>,
+    /// Ledger reference -> who made it and what it moved.
+    references: HashMap<String, Option<Used>>,
+    /// Idempotency keys of holds, by whether a reservation has taken them.
+    hold_keys: HashMap<String, bool>,
     // What to write at the end, in order.
     entries: Vec<(String, Entry)>,
     dirty_subscriptions: Vec<String>,
@@ -85,8 +87,15 @@ enum Owned {
     Subscription,
     Customer,
     Intent,
-    /// A ledger reference (a spend's or grant's key): read after the lock, as state.
-    Reference,
+}
+
+/// A ledger reference already made: by whom, and the sum of its rows' deltas (a spend's
+/// key moved -amount, a grant's +amount), so that a key reused for something else is told
+/// apart from a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Used {
+    pub user_id: String,
+    pub delta: i64,
 }
 
 impl Owned {
@@ -95,7 +104,6 @@ impl Owned {
             Owned::Subscription => "select id, user_id from subscriptions where id in ({keys})",
             Owned::Customer => "select stripe_customer_id, user_id from accounts where stripe_customer_id in ({keys})",
             Owned::Intent => "select payment_intent, user_id from topups where payment_intent in ({keys})",
-            Owned::Reference => "select reference, user_id from ledger where reference in ({keys})",
         }
     }
 
@@ -133,6 +141,7 @@ impl<'c> Unit<'c> {
             topup_intents: HashMap::new(),
             reserved: HashMap::new(),
             references: HashMap::new(),
+            hold_keys: HashMap::new(),
             entries: Vec::new(),
             dirty_subscriptions: Vec::new(),
             dirty_periods: Vec::new(),
@@ -173,7 +182,9 @@ impl<'c> Unit<'c> {
         });
         self.load_topups("session_id", sessions).await?;
         self.load_topups("payment_intent", located.iter().filter_map(|k| k.payment_intent())).await?;
-        Owned::Reference.load(self.conn, &mut self.references, references.iter().copied()).await?;
+        self.load_references(references.iter().copied()).await?;
+        let spend_keys: Vec<&str> = references.iter().filter_map(|r| r.strip_prefix("spend:")).collect();
+        self.load_hold_keys(spend_keys).await?;
         let refunds = located.iter().filter(|k| matches!(k, EventKind::ChargeRefunded(_)));
         let refund_users: Vec<String> = refunds.filter_map(|k| self.known_user(k)).collect();
         self.load_reserved(users.iter().copied().chain(refund_users.iter().map(String::as_str))).await
@@ -302,14 +313,47 @@ impl<'c> Unit<'c> {
 
     // Ledger references (idempotency of spends and grants)
 
-    /// The user whose ledger row has this reference, if any.
-    pub async fn reference_owner(&mut self, reference: &str) -> Result<Option<String>, StoreError> {
-        Owned::Reference.load(self.conn, &mut self.references, [reference]).await?;
+    /// Who made this ledger reference and what it moved, if it is made.
+    pub async fn reference(&mut self, reference: &str) -> Result<Option<Used>, StoreError> {
+        self.load_references([reference]).await?;
         Ok(self.references[reference].clone())
     }
 
-    pub fn remember_reference(&mut self, reference: &str, user_id: &str) {
-        self.references.insert(reference.to_owned(), Some(user_id.to_owned()));
+    pub fn remember_reference(&mut self, reference: &str, user_id: &str, delta: i64) {
+        self.references.insert(reference.to_owned(), Some(Used { user_id: user_id.to_owned(), delta }));
+    }
+
+    async fn load_references<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+        let want = missing(keys, &self.references);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let sql = "select reference, user_id, cast(sum(delta) as bigint) from ledger where reference in ({keys})
+                   group by reference, user_id";
+        let found: Vec<(String, String, i64)> = fetch_in(self.conn, sql, None, &want).await?;
+        self.references.extend(want.iter().map(|k| ((*k).to_owned(), None)));
+        for (reference, user_id, delta) in found {
+            self.references.insert(reference, Some(Used { user_id, delta }));
+        }
+        Ok(())
+    }
+
+    /// Whether a reservation has taken this idempotency key.
+    pub async fn hold_key_taken(&mut self, key: &str) -> Result<bool, StoreError> {
+        self.load_hold_keys([key]).await?;
+        Ok(self.hold_keys[key])
+    }
+
+    async fn load_hold_keys<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
+        let want = missing(keys, &self.hold_keys);
+        if want.is_empty() {
+            return Ok(());
+        }
+        let sql = "select idempotency_key from reservations where idempotency_key in ({keys})";
+        let taken: Vec<(String,)> = fetch_in(self.conn, sql, None, &want).await?;
+        self.hold_keys.extend(want.iter().map(|k| ((*k).to_owned(), false)));
+        self.hold_keys.extend(taken.into_iter().map(|(k,)| (k, true)));
+        Ok(())
     }
 
     // Subscriptions and their periods
@@ -757,7 +801,7 @@ mod tests {
         let event = subscription_event("cus_9", Some("carl"));
         unit.prefetch(&[&event], &["dina", "eve"], &["spend:k"]).await.unwrap();
         assert_eq!(unit.accounts.len(), 3, "the event's user and the spenders");
-        assert_eq!(unit.reference_owner("spend:k").await.unwrap(), None);
+        assert_eq!(unit.reference("spend:k").await.unwrap(), None);
         assert_eq!(unit.reserved("dina").await.unwrap(), 0);
     }
 

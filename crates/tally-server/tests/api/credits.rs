@@ -12,6 +12,7 @@ on_both_backends_and_catalogues!(
     spending_more_than_the_balance_is_402_and_changes_nothing,
     the_same_spend_key_twice_spends_once,
     a_spend_key_of_another_user_is_a_conflict,
+    a_key_reused_with_another_amount_or_kind_is_409_and_moves_nothing,
     host_app_routes_need_the_api_key,
     spend_requests_are_validated,
     ledger_lists_newest_rows_first,
@@ -162,4 +163,30 @@ async fn metrics_count_webhooks_and_credit_operations(db: Db) {
     assert!(text.contains("tally_webhooks_total{outcome=\"applied\"}"), "{text}");
     assert!(text.contains("tally_webhook_seconds_bucket"), "{text}");
     assert!(text.contains("tally_credit_operations_total{operation=\"spend\",result=\"insufficient\"}"), "{text}");
+}
+
+/// A retry is the same request again; the same key with another amount, or used for a
+/// hold and then a spend, is a mistake of the caller: 409, and nothing moves.
+async fn a_key_reused_with_another_amount_or_kind_is_409_and_moves_nothing(db: Db) {
+    let app = spawn_app(db).await;
+    let free = app.shop.free;
+    let (status, _) = app.spend("kim", 5, "k1").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.spend("kim", 5, "k1").await;
+    assert_eq!((status, body["credits"].as_i64()), (StatusCode::OK, Some(free - 5)), "a retry: {body}");
+    let (status, body) = app.spend("kim", 6, "k1").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")), "{body}");
+
+    let (status, body) = app.reserve("kim", 3, "k1", 60).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")), "{body}");
+    let (status, _) = app.reserve("kim", 3, "h1", 60).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.reserve("kim", 4, "h1", 60).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")), "{body}");
+    let (status, body) = app.spend("kim", 3, "h1").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")), "{body}");
+
+    let b = app.billing("kim").await;
+    assert_eq!((b["credits"].as_i64(), b["reserved_credits"].as_i64()), (Some(free - 5), Some(3)));
+    app.assert_books_balance().await;
 }
