@@ -112,7 +112,7 @@ impl StripeClient {
     }
 
     pub async fn retrieve_customer(&self, id: &str) -> Result<serde_json::Value, StripeError> {
-        self.get(&format!("/v1/customers/{id}"), &[]).await
+        self.get(&format!("/v1/customers/{}", path_segment(id)), &[]).await
     }
 
     pub async fn create_checkout_session(&self, request: &CheckoutRequest<'_>) -> Result<CreatedSession, StripeError> {
@@ -121,7 +121,8 @@ impl StripeClient {
 
     /// A Checkout Session as the webhook would carry it, read the same tolerant way.
     pub async fn retrieve_checkout_session(&self, id: &str) -> Result<RetrievedSession, StripeError> {
-        let raw: Box<serde_json::value::RawValue> = self.get(&format!("/v1/checkout/sessions/{id}"), &[]).await?;
+        let path = format!("/v1/checkout/sessions/{}", path_segment(id));
+        let raw: Box<serde_json::value::RawValue> = self.get(&path, &[]).await?;
         let (session, created) =
             crate::parse::checkout_session(raw.get()).map_err(|e| StripeError::Decode(e.to_string()))?;
         Ok(RetrievedSession { session, created, raw: raw.get().to_owned() })
@@ -271,7 +272,47 @@ impl StripeClient {
     }
 }
 
+/// Everything but unreserved characters, so that an id is always one path segment.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// `id` as one path segment of a Stripe URL: `../` and `?` cannot reach another endpoint.
+pub fn path_segment(id: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(id, SEGMENT).to_string();
+    // "." and ".." are path steps even when every other character is plain.
+    if encoded.trim_matches('.').is_empty() { encoded.replace('.', "%2E") } else { encoded }
+}
+
+/// Whether `id` has the shape of a Checkout Session id: `cs_` and letters, digits, `_`.
+pub fn is_checkout_session_id(id: &str) -> bool {
+    id.len() <= 255
+        && id
+            .strip_prefix("cs_")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+}
+
 /// A fresh idempotency key for one logical call (kept across its retries).
 fn new_key(what: &str) -> String {
     format!("tally-{what}-{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_always_one_path_segment() {
+        assert_eq!(path_segment("cs_test_a1B2"), "cs_test_a1B2");
+        assert_eq!(path_segment("../../v1/customers/cus_1"), "..%2F..%2Fv1%2Fcustomers%2Fcus_1");
+        assert_eq!(path_segment("x?expand[]=y#z"), "x%3Fexpand%5B%5D%3Dy%23z");
+        assert_eq!(path_segment(".."), "%2E%2E");
+    }
+
+    #[test]
+    fn only_checkout_session_shapes_are_session_ids() {
+        assert!(is_checkout_session_id("cs_test_a1b2C3"));
+        for bad in ["", "cs_", "../cs_1", "cs_1/../x", "pi_123", "cs_1%2F", "cs_\u{0}"] {
+            assert!(!is_checkout_session_id(bad), "{bad:?}");
+        }
+    }
 }

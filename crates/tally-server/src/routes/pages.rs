@@ -108,7 +108,10 @@ async fn show_billing_page(
     };
     let mut notes = Vec::new();
     let success = query.success.as_deref() == Some("true");
-    if let (true, Some(session_id)) = (success, query.session_id.as_deref())
+    // Only a Checkout Session id goes to Stripe (and into an event id); anything else is
+    // not one of ours and is ignored.
+    let session_id = query.session_id.as_deref().filter(|id| tally_stripe::api::is_checkout_session_id(id));
+    if let (true, Some(session_id)) = (success, session_id)
         && let Err(e) = fulfil::checkout_session(&state, &user, session_id).await
     {
         tracing::warn!(error = %e, session_id, "fulfilment on return from Checkout failed");

@@ -24,6 +24,7 @@ on_both_backends!(
     the_portal_returns_to_the_billing_page,
     success_page_before_the_webhook_fulfils_once,
     success_page_after_the_webhook_grants_nothing_more,
+    a_success_page_session_id_that_is_not_a_session_reaches_neither_stripe_nor_the_inbox,
     without_a_stripe_key_checkout_is_503_and_the_rest_works,
 );
 
@@ -301,4 +302,17 @@ async fn stripe_setup_creates_only_the_prices_without_an_id_and_reuses_the_items
     assert_eq!((yearly.param("unit_amount"), yearly.param("recurring[interval]")), (Some("9000"), Some("year")));
     let bulk = prices.iter().find(|p| p.param("lookup_key") == Some("tally_bulk")).unwrap();
     assert_eq!((bulk.param("currency"), bulk.param("recurring[interval]")), (Some("eur"), None));
+}
+
+/// `?session_id=../..` once reached other Stripe GET endpoints with the secret key, and
+/// every spelling stored an event row. Only a Checkout Session's shape is looked up.
+async fn a_success_page_session_id_that_is_not_a_session_reaches_neither_stripe_nor_the_inbox(db: Db) {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with_stripe(db, &stripe).await;
+    for hostile in ["..%2F..%2Fv1%2Fcustomers%2Fcus_1", "cs_1%2F..%2F..%2Fv1%2Fcharges", "pi_123", "cs_%00"] {
+        let page = visit_success_page(&app, "kim", hostile).await;
+        assert!(!page.contains("being confirmed"), "{hostile}: nothing was looked up");
+    }
+    assert_eq!(app.stored_count().await, 0, "no event rows");
+    assert_eq!(app.balance("kim").await, ("free".into(), app.shop.free, 0));
 }
