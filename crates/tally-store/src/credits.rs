@@ -5,6 +5,7 @@ use tally_core::rules;
 use tally_core::{Account, Bucket, Ledger};
 
 use crate::StoreError;
+use crate::holds::hold_reference;
 use crate::unit::Unit;
 
 /// A change to one account, made once per ledger reference.
@@ -83,7 +84,7 @@ pub(crate) async fn apply_once(unit: &mut Unit<'_>, once: &Once) -> Result<Resul
         None => {
             if let Change::Spend { .. } = once.change
                 && let Some(key) = once.reference.strip_prefix("spend:")
-                && unit.hold_key_taken(key).await?
+                && unit.reference(&hold_reference(key)).await?.is_some()
             {
                 return Ok(Err(StoreError::KeyReused("a reservation")));
             }

@@ -41,6 +41,11 @@ impl Hold {
 
 type Row = (String, String, i64, Option<i64>, String, i64);
 
+/// The ledger reference of the hold made with idempotency key `key`.
+pub(crate) fn hold_reference(key: &str) -> String {
+    format!("hold:{key}")
+}
+
 fn reservation((id, user_id, amount, committed, status, expires_at): Row, t: i64) -> Reservation {
     let status = if status == "held" && expires_at <= t { "expired".to_owned() } else { status };
     Reservation { reservation_id: id, user_id, amount, committed, status, expires_at }
@@ -82,7 +87,9 @@ async fn reserve(
         None => {
             let id = format!("res_{}", hex::encode(rand::random::<[u8; 12]>()));
             let mut ledger = Ledger::new(account);
-            if let Err(refused) = ledger.reserve(amount, &format!("reserve:{id}")) {
+            // The hold's ledger row is named by its key, so that a spend with the same key
+            // finds it among the references it reads anyway (see credits.rs).
+            if let Err(refused) = ledger.reserve(amount, &hold_reference(key)) {
                 return Ok(Err(refused.into()));
             }
             let expires_at = t.saturating_add(ttl_seconds);

@@ -59,8 +59,6 @@ pub struct Unit<'c> {
     reserved: HashMap<String, i64>,
     /// Ledger reference -> who made it and what it moved.
     references: HashMap<String, Option<Used>>,
-    /// Idempotency keys of holds, by whether a reservation has taken them.
-    hold_keys: HashMap<String, bool>,
     // What to write at the end, in order.
     entries: Vec<(String, Entry)>,
     dirty_subscriptions: Vec<String>,
@@ -141,7 +139,6 @@ impl<'c> Unit<'c> {
             topup_intents: HashMap::new(),
             reserved: HashMap::new(),
             references: HashMap::new(),
-            hold_keys: HashMap::new(),
             entries: Vec::new(),
             dirty_subscriptions: Vec::new(),
             dirty_periods: Vec::new(),
@@ -183,8 +180,6 @@ impl<'c> Unit<'c> {
         self.load_topups("session_id", sessions).await?;
         self.load_topups("payment_intent", located.iter().filter_map(|k| k.payment_intent())).await?;
         self.load_references(references.iter().copied()).await?;
-        let spend_keys: Vec<&str> = references.iter().filter_map(|r| r.strip_prefix("spend:")).collect();
-        self.load_hold_keys(spend_keys).await?;
         let refunds = located.iter().filter(|k| matches!(k, EventKind::ChargeRefunded(_)));
         let refund_users: Vec<String> = refunds.filter_map(|k| self.known_user(k)).collect();
         self.load_reserved(users.iter().copied().chain(refund_users.iter().map(String::as_str))).await
@@ -335,24 +330,6 @@ impl<'c> Unit<'c> {
         for (reference, user_id, delta) in found {
             self.references.insert(reference, Some(Used { user_id, delta }));
         }
-        Ok(())
-    }
-
-    /// Whether a reservation has taken this idempotency key.
-    pub async fn hold_key_taken(&mut self, key: &str) -> Result<bool, StoreError> {
-        self.load_hold_keys([key]).await?;
-        Ok(self.hold_keys[key])
-    }
-
-    async fn load_hold_keys<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
-        let want = missing(keys, &self.hold_keys);
-        if want.is_empty() {
-            return Ok(());
-        }
-        let sql = "select idempotency_key from reservations where idempotency_key in ({keys})";
-        let taken: Vec<(String,)> = fetch_in(self.conn, sql, None, &want).await?;
-        self.hold_keys.extend(want.iter().map(|k| ((*k).to_owned(), false)));
-        self.hold_keys.extend(taken.into_iter().map(|(k,)| (k, true)));
         Ok(())
     }
 

@@ -57,11 +57,15 @@ impl Work {
         }
     }
 
-    /// The ledger reference the job makes once.
-    fn reference(&self) -> Option<&str> {
+    /// The ledger references the job reads: the one it makes once, and for a spend the
+    /// hold of the same key (a key is for one kind of request).
+    fn references(&self) -> Vec<String> {
         match self {
-            Work::Once(once) => Some(&once.reference),
-            _ => None,
+            Work::Once(once) => {
+                let hold = once.reference.strip_prefix("spend:").map(crate::holds::hold_reference);
+                std::iter::once(once.reference.clone()).chain(hold).collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -229,7 +233,8 @@ async fn apply(
     let mut unit = Unit::new(conn, catalogue);
     // Accounts known before the jobs run are locked together, up front.
     let users: Vec<&str> = jobs.iter().filter_map(Work::user_id).collect();
-    let references: Vec<&str> = jobs.iter().filter_map(Work::reference).collect();
+    let references: Vec<String> = jobs.iter().flat_map(Work::references).collect();
+    let references: Vec<&str> = references.iter().map(String::as_str).collect();
     unit.prefetch(&to_apply, &users, &references).await?;
 
     let mut pending = Vec::with_capacity(jobs.len());

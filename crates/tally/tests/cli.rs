@@ -286,3 +286,47 @@ fn catalogue_mistakes_stop_start_up_with_one_line_naming_the_key() {
 fn tally_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
+
+#[test]
+fn a_catalogue_that_drops_a_price_is_warned_at_start_and_audited() {
+    let server = start_server();
+    trigger(&server, &["checkout.session.completed", "--user", "olga", "--item", "pro"]);
+    let dir = server.dir.clone();
+    drop_keeping_dir(server);
+    // The app moves to its own catalogue, which no longer names the default Pro price.
+    std::fs::write(dir.join("tally.toml"), SHOP).unwrap();
+    let port = free_port();
+    let log = dir.join("serve.log");
+    let mut child = tally(&dir, port)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "tally serve did not become healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        warning.contains("1 live subscriptions are on prices the catalogue does not name (price_tally_pro)"),
+        "{warning}"
+    );
+    assert!(warning.contains("tiers the catalogue does not have: pro"), "{warning}");
+
+    let audit = tally(&dir, port).arg("audit").output().unwrap();
+    assert_eq!(audit.status.code(), Some(1));
+    let listed = String::from_utf8_lossy(&audit.stdout);
+    assert!(listed.contains("price price_tally_pro: 1 live subscriptions"), "{listed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stops a server but keeps its directory (and database) for the next step.
+fn drop_keeping_dir(mut server: Server) {
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    server.dir = std::env::temp_dir().join("tally-cli-nothing-to-remove");
+}
