@@ -5,6 +5,7 @@ mod fake_stripe;
 mod helpers;
 
 mod openapi;
+mod ownership;
 
 mod auth;
 mod bad_input;
