@@ -322,8 +322,9 @@ impl Step<'_> {
         plans.reduce(|a, b| self.best(a, b))
     }
 
-    /// Whether the invoice names a price, none of which the catalogue has.
-    fn invoice_has_unknown_price(invoice: &Invoice) -> bool {
+    /// Whether the invoice's plan lines name a price at all: when none of them is a plan
+    /// of the catalogue, the invoice is for an unknown price rather than for nothing.
+    fn invoice_names_a_price(invoice: &Invoice) -> bool {
         invoice.plan_lines.iter().any(|line| line.price_id.is_some())
     }
 
@@ -414,7 +415,7 @@ impl Step<'_> {
             return self.ignore("invoice without a subscription");
         };
         let line_plan = self.plan_of_invoice(invoice);
-        if line_plan.is_none() && Self::invoice_has_unknown_price(invoice) {
+        if line_plan.is_none() && Self::invoice_names_a_price(invoice) {
             return self.unknown_price();
         }
         if line_plan.is_none() && self.subscription.is_none() {
@@ -446,7 +447,7 @@ impl Step<'_> {
         };
         let plan = self.plan_of_invoice(invoice);
         if plan.is_none() && self.subscription.is_none() {
-            return if Self::invoice_has_unknown_price(invoice) {
+            return if Self::invoice_names_a_price(invoice) {
                 self.unknown_price()
             } else {
                 self.ignore("invoice is not for a tally plan")
