@@ -28,6 +28,8 @@ pub struct Config {
     pub public_url: String,
     pub api_key: Option<String>,
     pub jwt_secret: Option<String>,
+    /// `TALLY_DEV_LOGIN=1`: dev login also on a bind that is not loopback (a container).
+    pub dev_login_anywhere: bool,
     pub stripe_api_base: String,
     /// Offer promotion codes on the Checkout page.
     pub allow_promotion_codes: bool,
@@ -142,6 +144,23 @@ impl Config {
             return Err(invalid("STRIPE_API_BASE", format!("expected an http(s):// URL, got {stripe_api_base:?}")));
         }
 
+        // Set but blank is a mistake, not dev mode (which would let anyone sign in locally).
+        let jwt_secret = match lookup("AUTH_JWT_SECRET") {
+            None => None,
+            Some(secret) if secret.trim().is_empty() => {
+                return Err(invalid("AUTH_JWT_SECRET", "is set but blank; unset it for dev mode".into()));
+            }
+            Some(secret) if secret.len() < 32 => {
+                return Err(invalid("AUTH_JWT_SECRET", format!("at least 32 bytes for HS256, got {}", secret.len())));
+            }
+            Some(secret) => Some(secret),
+        };
+        let dev_login_anywhere = match get("TALLY_DEV_LOGIN").as_deref() {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => return Err(invalid("TALLY_DEV_LOGIN", format!("expected 1 or 0, got {other:?}"))),
+        };
+
         let allow_promotion_codes = match get("TALLY_ALLOW_PROMOTION_CODES").as_deref() {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
@@ -159,7 +178,8 @@ impl Config {
             bind,
             public_url: public_url.trim_end_matches('/').to_owned(),
             api_key: get("TALLY_API_KEY"),
-            jwt_secret: get("AUTH_JWT_SECRET"),
+            jwt_secret,
+            dev_login_anywhere,
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
             allow_promotion_codes,
             stripe_client: ClientOptions::default(),
@@ -228,6 +248,16 @@ mod tests {
             assert!(err.to_string().starts_with(name), "{err}");
             assert!(!err.to_string().contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_blank_or_short_jwt_secret_is_an_error_not_dev_mode() {
+        for secret in ["  ", "", "short-secret"] {
+            assert_eq!(config(&[("AUTH_JWT_SECRET", secret)]).unwrap_err().name, "AUTH_JWT_SECRET", "{secret:?}");
+        }
+        let long = "s".repeat(32);
+        assert_eq!(config(&[("AUTH_JWT_SECRET", long.as_str())]).unwrap().jwt_secret.as_deref(), Some(long.as_str()));
+        assert!(config(&[]).unwrap().jwt_secret.is_none(), "unset: dev mode");
     }
 
     #[test]

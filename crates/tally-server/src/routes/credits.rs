@@ -1,6 +1,6 @@
 //! Host-app routes: a user's billing state and ledger, and spending credits.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use tally_core::input::{Id, Reason, check_amount, check_id};
 use tally_store::{Billing, LedgerRow, Spend};
 
 use crate::auth::HostApp;
-use crate::extract::{ApiJson, within};
+use crate::extract::{ApiJson, ApiQuery, within};
 use crate::{ApiError, AppState, metrics};
 
 pub fn router() -> Router<AppState> {
@@ -37,7 +37,7 @@ async fn list_ledger(
     _: HostApp,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-    Query(query): Query<LedgerQuery>,
+    ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> Result<Json<Vec<LedgerRow>>, ApiError> {
     let limit = within("limit", query.limit.unwrap_or(50), 1..=500)?;
     Ok(Json(state.store.ledger(check_id("id", &user_id)?, limit, query.before).await?))

@@ -3,8 +3,9 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::header::SET_COOKIE;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{self, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use tally_store::now as unix_now;
 
 use crate::auth::SignedInUser;
+use crate::extract::ApiQuery;
 use crate::session::COOKIE;
 use crate::{ApiError, AppState, fulfil};
 
@@ -90,7 +92,7 @@ struct PageQuery {
 
 async fn show_billing_page(
     State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
     user: Result<SignedInUser, ApiError>,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &query.token {
@@ -162,16 +164,23 @@ struct DevLoginQuery {
     user: String,
 }
 
-async fn dev_login(State(state): State<AppState>, Query(query): Query<DevLoginQuery>) -> Result<Response, ApiError> {
+async fn dev_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<DevLoginQuery>,
+) -> Result<Response, ApiError> {
     if !state.dev_login {
         return Err(ApiError::Forbidden(
-            "dev login is off: it needs no AUTH_JWT_SECRET, a loopback TALLY_BIND and no live Stripe key",
+            "dev login is off: it needs no AUTH_JWT_SECRET nor AUTH_JWKS_URL, a loopback TALLY_BIND \
+             (or TALLY_DEV_LOGIN=1) and no live Stripe key",
         ));
     }
-    let user = query.user.trim();
-    if user.is_empty() || user.len() > 255 {
-        return Err(ApiError::bad_request("invalid_request", "user: 1 to 255 characters"));
+    // Behind a reverse proxy on the same host the bind is loopback, yet the caller is
+    // anyone: a proxied request never signs in as someone.
+    if ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|name| headers.contains_key(*name)) {
+        return Err(ApiError::Forbidden("dev login is local only: refused through a proxy"));
     }
+    let user = tally_core::input::check_id("user", query.user.trim())?;
     let token = state.sessions.issue(user, unix_now() + SESSION_SECS);
     let mut response = Redirect::to("/dashboard/billing").into_response();
     response.headers_mut().insert(SET_COOKIE, session_cookie(&state, &token, SESSION_SECS));
@@ -210,9 +219,24 @@ fn sign_in(state: &AppState, status: StatusCode, message: &'static str) -> Respo
     render(status, SignInPage { message, dev_login: state.dev_login }.render())
 }
 
+/// What every page is served with: never framed (clickjacking), never cached (it shows
+/// a balance), and only its own inline styles; its forms post to tally, whose answers
+/// redirect to Stripe's Checkout and portal.
+const PAGE_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::CACHE_CONTROL, "no-store"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'; \
+         form-action 'self' https://checkout.stripe.com https://billing.stripe.com",
+    ),
+];
+
 fn render(status: StatusCode, html: Result<String, askama::Error>) -> Response {
     match html {
-        Ok(html) => (status, Html(html)).into_response(),
+        Ok(html) => (status, PAGE_HEADERS.map(|(name, value)| (name, HeaderValue::from_static(value))), Html(html))
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "template failed");
             ApiError::Internal.into_response()

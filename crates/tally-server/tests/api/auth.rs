@@ -18,6 +18,7 @@ on_both_backends!(
     dev_login_is_refused_on_a_public_bind_and_with_a_live_key,
     cookie_posts_from_other_sites_are_refused,
     a_token_whose_subject_is_past_the_input_limits_is_401_before_stripe,
+    dev_login_is_refused_through_a_proxy_and_the_page_cannot_be_framed_or_cached,
 );
 
 async fn get_billing(app: &TestApp, authorization: Option<String>) -> (StatusCode, serde_json::Value) {
@@ -198,4 +199,34 @@ async fn a_token_whose_subject_is_past_the_input_limits_is_401_before_stripe(db:
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{} bytes", sub.len());
     }
     assert!(stripe.seen("/v1/customers").is_empty(), "nothing reached Stripe");
+}
+
+/// Behind a reverse proxy on the same host the bind is loopback, so the proxy's
+/// headers are what tell a remote caller: dev login refuses them (issue 11 finding 4).
+/// The billing page is never framed nor cached (finding 11), and a query string that
+/// does not parse is answered in the JSON error shape.
+async fn dev_login_is_refused_through_a_proxy_and_the_page_cannot_be_framed_or_cached(db: Db) {
+    let app = spawn_app(db).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (name, value) in [("x-forwarded-for", "203.0.113.9"), ("forwarded", "for=203.0.113.9")] {
+        let response =
+            client.get(format!("{}/dev/login?user=mallory", app.address)).header(name, value).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+        assert!(response.headers().get("set-cookie").is_none());
+    }
+    let local = client.get(format!("{}/dev/login?user=pat", app.address)).send().await.unwrap();
+    assert_eq!(local.status(), StatusCode::SEE_OTHER, "a local request still signs in");
+
+    let page = client.get(format!("{}/dashboard/billing", app.address)).send().await.unwrap();
+    let headers = page.headers();
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+
+    let (status, body) = app.get("/api/users/pat/ledger?limit=lots").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{body}");
+    let missing = client.get(format!("{}/dev/login", app.address)).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_query");
 }

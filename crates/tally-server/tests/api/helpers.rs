@@ -22,7 +22,7 @@ pub const API_KEY: &str = "test-api-key";
 pub const PRO: &str = "price_pro_test";
 pub const ENTERPRISE: &str = "price_enterprise_test";
 pub const TOPUP: &str = "price_topup_test";
-pub const JWT_SECRET: &str = "test-jwt-secret-of-the-host-app";
+pub const JWT_SECRET: &str = "test-jwt-secret-of-the-host-app-32b";
 pub const MONTH: i64 = 30 * 24 * 3600;
 
 /// Runs each named scenario once per backend: `sqlite::name` and `postgres::name`,
