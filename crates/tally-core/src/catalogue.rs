@@ -131,13 +131,6 @@ impl<'a> Product<'a> {
         }
     }
 
-    pub fn credits(self) -> i64 {
-        match self {
-            Product::Plan(p) => p.credits,
-            Product::Pack(p) => p.credits,
-        }
-    }
-
     /// The prices on offer (no legacy ones).
     pub fn prices(self) -> &'a [Price] {
         match self {
@@ -288,15 +281,6 @@ impl Catalogue {
     pub fn knows_tier(&self, tier: &str) -> bool {
         self.allowance(tier).is_some()
     }
-
-    /// Every price id the catalogue honours: offered and legacy.
-    pub fn price_ids(&self) -> impl Iterator<Item = &str> {
-        let plans = self.plans.iter().flat_map(|p| {
-            p.prices.iter().filter_map(|x| x.id.as_deref()).chain(p.legacy_prices.iter().map(String::as_str))
-        });
-        let packs = self.packs.iter().flat_map(|p| p.prices.iter().filter_map(|x| x.id.as_deref()));
-        plans.chain(packs)
-    }
 }
 
 #[cfg(test)]
@@ -320,7 +304,6 @@ mod tests {
     fn prices_map_to_plans_only_when_configured() {
         let c = Catalogue::default();
         assert_eq!(c.product_of_price("price_pro"), None);
-        assert_eq!(c.price_ids().count(), 0);
     }
 
     #[test]

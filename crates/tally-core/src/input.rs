@@ -3,8 +3,6 @@
 //! gets past a route: ids and keys are 1 to 255 bytes of printable UTF-8, a reason at
 //! most 500 characters without NUL, an amount positive and at most 10^12.
 
-use std::fmt;
-
 use crate::event::{BillingEvent, EventKind};
 
 /// The most bytes of a user id, an idempotency key or a Stripe id.
@@ -40,12 +38,6 @@ impl Id {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Display for Id {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

@@ -8,7 +8,7 @@ mod error;
 mod extract;
 mod fulfil;
 mod metrics;
-mod routes;
+pub(crate) mod routes;
 pub mod session;
 mod state;
 pub mod sync;

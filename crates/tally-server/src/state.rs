@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+
 use tally_store::Store;
 use tally_stripe::{StripeClient, Verifier};
 
@@ -20,6 +22,10 @@ pub struct AppState {
     pub dev_login: bool,
     pub public_url: Arc<str>,
     pub allow_promotion_codes: bool,
+    /// `GET /api/catalogue` and `GET /openapi.json`, made once: the catalogue is fixed for
+    /// the life of the process.
+    pub catalogue_json: Bytes,
+    pub openapi_json: Bytes,
 }
 
 impl AppState {
@@ -28,7 +34,12 @@ impl AppState {
             .stripe_secret_key
             .as_deref()
             .map(|key| StripeClient::new(&config.stripe_api_base, key, config.stripe_client.clone()));
+        let catalogue_json = Bytes::from(serde_json::to_vec(&store.catalogue().offered()).expect("JSON"));
+        let openapi = crate::routes::openapi::document_for(store.catalogue());
+        let openapi_json = Bytes::from(serde_json::to_vec(&openapi).expect("JSON"));
         AppState {
+            catalogue_json,
+            openapi_json,
             store,
             dev_login: config.jwt_secret.is_none()
                 && (config.bind.ip().is_loopback() || config.dev_login_anywhere)

@@ -30,6 +30,14 @@ pub(crate) enum Settle {
 }
 
 impl Hold {
+    /// The spend reference of a reserve's key: a key used for a spend is not a hold's.
+    pub fn spend_reference(&self) -> Option<String> {
+        match self {
+            Hold::Reserve { key, .. } => Some(spend_reference(key)),
+            Hold::Settle { .. } => None,
+        }
+    }
+
     /// The user whose account the job locks, when known before it runs.
     pub fn user_id(&self) -> Option<&str> {
         match self {
@@ -44,6 +52,11 @@ type Row = (String, String, i64, Option<i64>, String, i64);
 /// The ledger reference of the hold made with idempotency key `key`.
 pub(crate) fn hold_reference(key: &str) -> String {
     format!("hold:{key}")
+}
+
+/// The ledger reference of the spend made with idempotency key `key`.
+pub(crate) fn spend_reference(key: &str) -> String {
+    format!("spend:{key}")
 }
 
 fn reservation((id, user_id, amount, committed, status, expires_at): Row, t: i64) -> Reservation {
@@ -83,7 +96,7 @@ async fn reserve(
         Some(row) if row.1 != user_id => Ok(Err(StoreError::KeyReused("another user"))),
         Some(row) if row.2 != amount => Ok(Err(StoreError::KeyReused("another amount"))),
         Some(row) => Ok(Ok((reservation(row, t), account))),
-        None if unit.reference(&format!("spend:{key}")).await?.is_some() => Ok(Err(StoreError::KeyReused("a spend"))),
+        None if unit.reference(&spend_reference(key)).await?.is_some() => Ok(Err(StoreError::KeyReused("a spend"))),
         None => {
             let id = format!("res_{}", hex::encode(rand::random::<[u8; 12]>()));
             let mut ledger = Ledger::new(account);

@@ -57,15 +57,17 @@ impl Work {
         }
     }
 
-    /// The ledger references the job reads: the one it makes once, and for a spend the
-    /// hold of the same key (a key is for one kind of request).
+    /// The ledger references the job reads, so that the batch reads them in one query:
+    /// the one it makes once, and the other kind's reference of the same key (a key is for
+    /// one kind of request: a spend's `hold:{key}`, a hold's `spend:{key}`).
     fn references(&self) -> Vec<String> {
         match self {
             Work::Once(once) => {
                 let hold = once.reference.strip_prefix("spend:").map(crate::holds::hold_reference);
                 std::iter::once(once.reference.clone()).chain(hold).collect()
             }
-            _ => Vec::new(),
+            Work::Hold(hold) => hold.spend_reference().into_iter().collect(),
+            Work::Ingest(_) | Work::Link { .. } => Vec::new(),
         }
     }
 }

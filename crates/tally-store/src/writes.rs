@@ -23,7 +23,7 @@ impl Store {
     /// with the current state and changes nothing.
     pub async fn spend(&self, spend: Spend<'_>) -> Result<Billing, StoreError> {
         let change = Change::Spend { amount: spend.amount, reason: spend.reason.to_owned() };
-        self.once(spend.user_id, format!("spend:{}", spend.idempotency_key), change).await
+        self.once(spend.user_id, crate::holds::spend_reference(spend.idempotency_key), change).await
     }
 
     /// Adjusts a bucket by hand (may be negative, never below zero); the same key

@@ -5,7 +5,7 @@ mod catalogue;
 mod checkout;
 mod credits;
 mod health;
-mod openapi;
+pub(crate) mod openapi;
 mod pages;
 mod reservations;
 mod webhooks;

@@ -18,6 +18,7 @@ on_both_backends!(
     a_yearly_price_grants_its_allowance_every_month,
     concurrent_ticks_grant_a_month_once,
     after_downtime_only_the_current_month_is_granted,
+    a_tick_the_database_refuses_loses_no_month,
     a_trial_grants_its_credits_once_then_the_first_paid_period_the_allowance,
     a_legacy_price_keeps_its_subscribers_granted,
     an_unknown_price_is_kept_unmatched_and_applied_once_the_file_names_it,
@@ -360,4 +361,23 @@ async fn a_tier_the_catalogue_no_longer_has_is_reported_not_guessed(db: Db) {
     assert!(problems.iter().any(|p| p.contains("price price_team_m")), "{problems:?}");
     let drift = store.catalogue_drift().await.unwrap();
     assert_eq!(drift.unknown_prices, [("price_team_m".to_owned(), 1)]);
+}
+
+/// A tick while the database is down fails as an outage and grants nothing; the month is
+/// still due, so the next tick grants it, once.
+async fn a_tick_the_database_refuses_loses_no_month(db: Db) {
+    let app = studio(db).await;
+    let story = Story { user: "dee", shape: Shape::V2026 };
+    let start = now() - 40 * DAY;
+    yearly_hobby(&app, &story, "sub_d", start).await;
+    app.spend("dee", 200, "k1").await;
+    let t = tally_core::calendar::anniversary(start, 1) + 60;
+    let down = app.second_store().await;
+    down.close().await;
+    assert!(matches!(down.grant_due(t).await, Err(tally_store::StoreError::Unavailable(_))));
+    assert_eq!(app.balance("dee").await.1, 100, "nothing granted");
+    assert_eq!(app.store.grant_due(t).await.unwrap().months, 1);
+    assert_eq!(app.store.grant_due(t + 60).await.unwrap().months, 0);
+    assert_eq!(app.balance("dee").await, ("hobby".into(), 300, 0));
+    app.assert_books_balance().await;
 }
