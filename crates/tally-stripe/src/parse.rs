@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use tally_core::event::{BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, PlanLine, Subscription};
+use tally_core::input::{InvalidField, check_id};
 use tally_core::{BillingEvent, EventKind};
 
 /// Why a body is not an event.
@@ -29,6 +30,15 @@ pub struct ParsedEvent {
     pub livemode: bool,
     /// The normalized event, or why its object could not be read.
     pub event: Result<BillingEvent, String>,
+}
+
+impl ParsedEvent {
+    /// The input limits on what the webhook edge stores (CONTRACT §3), checked before the
+    /// database: the event's id and, when its object was read, every id the object names.
+    pub fn check_ids(&self) -> Result<(), InvalidField> {
+        check_id("id", &self.id)?;
+        self.event.as_ref().map_or(Ok(()), BillingEvent::check_ids)
+    }
 }
 
 #[derive(Deserialize)]
