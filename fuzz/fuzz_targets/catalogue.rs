@@ -66,7 +66,9 @@ fn invariants(c: &Catalogue) {
     }
     // Every price id maps back to exactly the item that lists it.
     for plan in &c.plans {
-        for id in plan.prices.iter().filter_map(|p| p.id.as_deref()).chain(plan.legacy_prices.iter().map(String::as_str)) {
+        for id in
+            plan.prices.iter().filter_map(|p| p.id.as_deref()).chain(plan.legacy_prices.iter().map(String::as_str))
+        {
             assert_eq!(c.plan_of_price(id).map(|p| p.id.as_str()), Some(plan.id.as_str()), "{id}");
         }
     }
