@@ -36,8 +36,11 @@ pub enum ApiError {
     /// A reservation that is no longer held.
     #[error("the reservation is already {0}")]
     Settled(String),
-    #[error("the body is larger than 1 MiB")]
+    #[error("the body is larger than this route takes")]
     PayloadTooLarge,
+    /// The request (its body, mostly) took longer than the server allows.
+    #[error("the request took too long")]
+    RequestTimeout,
     /// The database cannot commit now: callers (Stripe included) should retry.
     #[error("the database is unavailable; retry later")]
     Unavailable,
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Settled(_) => (StatusCode::CONFLICT, "reservation_closed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -14,13 +14,12 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tally_store::IngestOutcome;
 
-use crate::{ApiError, AppState, metrics};
-
-/// Stripe's own events stay far below this.
-pub const MAX_BODY: usize = 1024 * 1024;
+use crate::{ApiError, AppState, limits, metrics};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/webhooks/stripe", post(receive_webhook)).layer(DefaultBodyLimit::max(MAX_BODY))
+    Router::new()
+        .route("/api/webhooks/stripe", post(receive_webhook))
+        .layer(DefaultBodyLimit::max(limits::WEBHOOK_BODY_BYTES))
 }
 
 async fn receive_webhook(
