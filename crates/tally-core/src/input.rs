@@ -69,10 +69,16 @@ pub fn check_id<'a>(field: &str, value: &'a str) -> Result<&'a str, InvalidField
     if value.len() > MAX_ID_BYTES {
         return Err(invalid(field, format!("at most {MAX_ID_BYTES} bytes, got {}", value.len())));
     }
-    if value.chars().any(char::is_control) {
-        return Err(invalid(field, "printable characters only (no control characters)"));
+    if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(invalid(field, "printable characters only (no control or bidirectional formatting characters)"));
     }
     Ok(value)
+}
+
+/// The bidirectional formatting characters: invisible, they make an id read as another
+/// (`\u{202e}nimda` shows as `admin`) in logs, ledger exports and admin screens.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Checks an amount of credits: 1 to [`MAX_AMOUNT`].
@@ -128,8 +134,10 @@ mod tests {
     fn ids_are_short_printable_and_not_blank() {
         assert!(check_id("user_id", "alice").is_ok());
         assert!(check_id("user_id", "ユーザー-🙂-مرحبا").is_ok(), "any printable UTF-8");
+        assert!(check_id("user_id", "👩\u{200d}💻").is_ok(), "an emoji joiner is not a bidi control");
         assert!(check_id("user_id", &"x".repeat(255)).is_ok());
-        for bad in ["", "   ", "a\0b", "line\nbreak", "tab\there", "\u{7f}"] {
+        for bad in ["", "   ", "a\0b", "line\nbreak", "tab\there", "\u{7f}", "\u{202e}nimda", "a\u{2066}b", "\u{200f}"]
+        {
             assert_eq!(check_id("user_id", bad).unwrap_err().field, "user_id", "{bad:?}");
         }
         let long = check_id("idempotency_key", &"é".repeat(128)).unwrap_err();
