@@ -102,3 +102,23 @@ impl FromRequestParts<AppState> for HostApp {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn the_api_key_compare_takes_only_the_whole_key() {
+        let key = b"test-api-key";
+        assert!(constant_time_eq(b"test-api-key", key));
+        // Same length, one byte off at either end: refused (and compared to the end).
+        assert!(!constant_time_eq(b"test-api-kez", key));
+        assert!(!constant_time_eq(b"uest-api-key", key));
+        // A prefix, an extension, nothing: refused, whatever they share with the key.
+        assert!(!constant_time_eq(b"test-api-ke", key));
+        assert!(!constant_time_eq(b"test", key));
+        assert!(!constant_time_eq(b"test-api-key-and-more", key));
+        assert!(!constant_time_eq(b"test-api-key\0", key));
+        assert!(!constant_time_eq(b"", key));
+    }
+}

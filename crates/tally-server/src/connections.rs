@@ -100,27 +100,69 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let in_progress = InProgress::start(&busy);
         let app = app.clone();
-        async move {
+        // Boxed, so that the connection is Unpin and its socket can be taken back below.
+        Box::pin(async move {
             let response = app.oneshot(request.map(Body::new)).await;
             drop(in_progress);
             Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
-        }
+        })
     });
-    let connection = http.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        () = slot.shed.notified() => {
-            if slot.busy.load(Ordering::Acquire) == 0 {
-                metrics::counter!("tally_connections_shed_total").increment(1);
-                return;
+    let mut connection = http.serve_connection(TokioIo::new(stream), service);
+    // The arms only say what happened: the stop signal's guard must not be held across
+    // the await that follows.
+    let event = tokio::select! {
+        done = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => Event::Done(done),
+        () = slot.shed.notified() => Event::Shed,
+        _ = stopping.wait_for(|stop| *stop) => Event::Stopping,
+    };
+    let done = match event {
+        Event::Done(done) => done,
+        Event::Shed if slot.busy.load(Ordering::Acquire) == 0 => {
+            metrics::counter!("tally_connections_shed_total").increment(1);
+            return;
+        }
+        Event::Shed | Event::Stopping => finish(&mut connection).await,
+    };
+    if done.is_ok() {
+        linger(connection.into_parts().io.into_inner()).await;
+    }
+}
+
+/// What ends a connection's first wait.
+enum Event {
+    Done(hyper::Result<()>),
+    Shed,
+    Stopping,
+}
+
+/// Finishes the request in progress, then ends the connection.
+async fn finish<S>(connection: &mut http1::Connection<TokioIo<TcpStream>, S>) -> hyper::Result<()>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Unpin,
+    S::Future: Unpin,
+{
+    std::pin::Pin::new(&mut *connection).graceful_shutdown();
+    std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)).await
+}
+
+/// Closes a connection hyper is done with, after reading what the client is still
+/// sending (for at most a second and 4 MiB): closing a socket with unread data resets it,
+/// and a client still sending a body past its limit would see "connection reset"
+/// instead of the 413 it was answered.
+async fn linger(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.shutdown().await?;
+        let mut sink = [0u8; 16 * 1024];
+        let mut left = 4usize << 20;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
             }
         }
-        _ = stopping.wait_for(|stop| *stop) => {}
-    }
-    // Finish the request in progress, then close.
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Tells a client past the cap to come back, reads what it sent (closing a socket with

@@ -33,6 +33,8 @@ pub enum ApiError {
     KeyReused(&'static str),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     /// A reservation that is no longer held.
     #[error("the reservation is already {0}")]
     Settled(String),
@@ -69,6 +71,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::KeyReused(_) => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Settled(_) => (StatusCode::CONFLICT, "reservation_closed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),

@@ -22,6 +22,9 @@ use crate::{ApiError, AppState, limits};
 /// Every route, with the body limit and the deadline of a request (`request_timeout`).
 pub fn router(request_timeout: Duration) -> Router<AppState> {
     routes()
+        // Unknown routes and methods answer in the JSON error shape too.
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Webhooks set their own, larger limit nearer the handler, which wins.
         .layer(DefaultBodyLimit::max(limits::API_BODY_BYTES))
         .layer(

@@ -1,6 +1,6 @@
 //! Host-app routes for metered calls: hold credits before, commit the cost after.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use tally_core::input::{Id, MAX_AMOUNT, check_amount, check_id};
 use tally_store::{ReservationState, Reserve};
 
 use crate::auth::HostApp;
-use crate::extract::{ApiJson, within};
+use crate::extract::{ApiJson, ApiPath, within};
 use crate::{ApiError, AppState, metrics};
 
 /// How long a hold lasts when the caller does not say, and at most.
@@ -62,7 +62,7 @@ struct CommitRequest {
 async fn commit_reservation(
     _: HostApp,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async {
@@ -77,7 +77,7 @@ async fn commit_reservation(
 async fn release_reservation(
     _: HostApp,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async { Ok(state.store.release_reservation(check_id("id", &id)?).await?) }.await;
     metrics::credits("release", &answer);
