@@ -3,6 +3,8 @@
 //! gets past a route: ids and keys are 1 to 255 bytes of printable UTF-8, a reason at
 //! most 500 characters without NUL, an amount positive and at most 10^12.
 
+use std::ops::RangeInclusive;
+
 use crate::event::{BillingEvent, EventKind};
 
 /// The most bytes of a user id, an idempotency key or a Stripe id.
@@ -87,10 +89,15 @@ fn is_bidi_control(c: char) -> bool {
 
 /// Checks an amount of credits: 1 to [`MAX_AMOUNT`].
 pub fn check_amount(field: &str, value: i64) -> Result<i64, InvalidField> {
-    if (1..=MAX_AMOUNT).contains(&value) {
+    check_range(field, value, 1..=MAX_AMOUNT)
+}
+
+/// Checks that a number is within `range`, naming the field when it is not.
+pub fn check_range(field: &str, value: i64, range: RangeInclusive<i64>) -> Result<i64, InvalidField> {
+    if range.contains(&value) {
         Ok(value)
     } else {
-        Err(invalid(field, format!("must be between 1 and {MAX_AMOUNT}, got {value}")))
+        Err(invalid(field, format!("must be between {} and {}, got {value}", range.start(), range.end())))
     }
 }
 

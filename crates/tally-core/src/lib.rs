@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod error;
 pub mod event;
 pub mod input;
+pub mod requests;
 pub mod rules;
 
 pub use account::{Account, Bucket, Entry, Ledger};

@@ -87,12 +87,5 @@ fn rejection_text(rejection: &JsonRejection) -> String {
 
 /// Checks that a number is within `range`, naming the field when it is not (422).
 pub fn within(field: &str, value: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ApiError> {
-    if range.contains(&value) {
-        Ok(value)
-    } else {
-        Err(ApiError::unprocessable(
-            "invalid_field",
-            format!("{field}: must be between {} and {}, got {value}", range.start(), range.end()),
-        ))
-    }
+    Ok(tally_core::input::check_range(field, value, range)?)
 }

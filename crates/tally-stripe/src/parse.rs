@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use tally_core::event::{BillingReason, Charge, CheckoutMode, CheckoutSession, Invoice, Owner, PlanLine, Subscription};
+use tally_core::input::{InvalidField, check_id};
 use tally_core::{BillingEvent, EventKind};
 
 /// Why a body is not an event.
@@ -29,6 +30,18 @@ pub struct ParsedEvent {
     pub livemode: bool,
     /// The normalized event, or why its object could not be read.
     pub event: Result<BillingEvent, String>,
+}
+
+impl ParsedEvent {
+    /// The input limits on what the webhook edge stores (CONTRACT §3), checked before the
+    /// database: the event's id and type and, when its object was read, every id the
+    /// object names and every time it carries.
+    pub fn check_limits(&self) -> Result<(), InvalidField> {
+        check_id("id", &self.id)?;
+        // Stored with the event whatever it is, known or not (found by fuzzing: a DEL byte).
+        check_id("type", &self.event_type)?;
+        self.event.as_ref().map_or(Ok(()), |event| event.check_ids().and_then(|()| event.check_times()))
+    }
 }
 
 #[derive(Deserialize)]

@@ -222,3 +222,24 @@ fn customer_events_name_the_user_of_a_customer() {
         assert_eq!((owner.user_id.as_deref(), owner.customer.as_deref()), (Some("ivy"), Some("cus_9")));
     }
 }
+
+/// Found by fuzzing (fuzz/ stripe_event): the type of an event tally does not handle
+/// was stored unchecked; a raw DEL byte is valid JSON inside a string.
+#[test]
+fn an_event_type_outside_the_input_limits_fails_the_edge_checks() {
+    let found = b"{\"id\":\"evt_y\",\"object\":\"event\",\"type\":\"i\x7fvoice.paid\",\"created\":1,\"data\":{\"object\":{\"i$\":0}}}";
+    let long = "t".repeat(256);
+    let bodies = [
+        found.to_vec(),
+        json!({"id":"evt_1","object":"event","type":"x\u{0}","created":1,"data":{"object":{}}})
+            .to_string()
+            .into_bytes(),
+        json!({"id":"evt_1","object":"event","type":long,"created":1,"data":{"object":{}}}).to_string().into_bytes(),
+    ];
+    for body in bodies {
+        let parsed = parse_event(&body).expect("an event");
+        assert_eq!(parsed.check_limits().unwrap_err().field, "type", "{:?}", String::from_utf8_lossy(&body));
+    }
+    let fine = json!({"id":"evt_1","object":"event","type":"plan.created","created":1,"data":{"object":{}}});
+    assert_eq!(parse_event(fine.to_string().as_bytes()).unwrap().check_limits(), Ok(()));
+}

@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use tally_core::input::{Id, Reason, check_amount, check_id};
+use tally_core::input::check_id;
+use tally_core::requests::SpendRequest;
 use tally_store::{Billing, LedgerRow, Spend};
 
 use crate::auth::HostApp;
@@ -43,15 +44,6 @@ async fn list_ledger(
     Ok(Json(state.store.ledger(check_id("id", &user_id)?, limit, query.before).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpendRequest {
-    user_id: String,
-    amount: i64,
-    idempotency_key: String,
-    reason: Option<String>,
-}
-
 async fn spend_credits(
     _: HostApp,
     State(state): State<AppState>,
@@ -63,14 +55,12 @@ async fn spend_credits(
 }
 
 async fn spend(state: &AppState, req: &SpendRequest) -> Result<Billing, ApiError> {
-    let user_id = Id::parse("user_id", &req.user_id)?;
-    let idempotency_key = Id::parse("idempotency_key", &req.idempotency_key)?;
-    let reason = Reason::parse("reason", req.reason.as_deref().unwrap_or("spend"))?;
+    let checked = req.validate()?;
     let spend = Spend {
-        user_id: user_id.as_str(),
-        amount: check_amount("amount", req.amount)?,
-        idempotency_key: idempotency_key.as_str(),
-        reason: reason.as_str(),
+        user_id: checked.user_id.as_str(),
+        amount: checked.amount,
+        idempotency_key: checked.idempotency_key.as_str(),
+        reason: checked.reason.as_str(),
     };
     Ok(state.store.spend(spend).await?)
 }

@@ -67,9 +67,7 @@ async fn ingest(
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     // Ids past the input limits (a NUL byte, 10 KB) and times past the calendar are
     // refused here, before the database.
-    let checked = tally_core::input::check_id("id", &parsed.id)
-        .and_then(|_| parsed.event.as_ref().map_or(Ok(()), |event| event.check_ids().and(event.check_times())));
-    checked.map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    parsed.check_limits().map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     let result = crate::ingest_parsed(&state.store, &parsed, payload).await.map_err(|e| {
