@@ -17,7 +17,7 @@ use tally_stripe::parse_event;
 
 fuzz_target!(|body: &[u8]| {
     if let Ok(parsed) = parse_event(body) {
-        if parsed.check_ids().is_ok() {
+        if parsed.check_limits().is_ok() {
             within_limits("id", &parsed.id);
             within_limits("type", &parsed.event_type);
             match &parsed.event {

@@ -5,8 +5,13 @@
 //! `tally-bench --smoke` is the small version on a tally inside this process (SQLite, or
 //! Postgres when TEST_DATABASE_URL is set), run by the test suite so the tool never rots.
 //! See docs/BENCHMARKS.md.
+//!
+//! `tally-bench --hostile` holds idle, slowloris and slow-body connections against a
+//! `tally serve` while probing /healthz and spending, and fails if either suffered
+//! (issue 11, finding 2); `--hostile --smoke` is its small version, run by the tests.
 
 mod ceiling;
+mod hostile;
 mod load;
 mod proxy;
 mod report;
@@ -69,12 +74,55 @@ struct Args {
     /// Also write the report (Markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Hostile clients instead of the benchmark: holds idle, slowloris and slow-body
+    /// connections against a `tally serve` (SQLite) while probing /healthz and spending.
+    /// Exits non-zero if /healthz took over 1 s or failed, or a spend failed. With
+    /// --smoke: a few seconds and tens of connections on a tally inside this process.
+    #[arg(long)]
+    hostile: bool,
+    /// With --hostile: tally on Postgres (a database tally_bench_hostile on --database-url).
+    #[arg(long)]
+    postgres: bool,
+    /// With --hostile: seconds the connections are held.
+    #[arg(long, default_value_t = 75)]
+    hold_seconds: u64,
+    /// With --hostile: idle connections (connect, send nothing).
+    #[arg(long, default_value_t = 1100)]
+    idle_conns: usize,
+    /// With --hostile: slowloris connections (a GET header at one byte a second).
+    #[arg(long, default_value_t = 300)]
+    slowloris_conns: usize,
+    /// With --hostile: slow webhook POSTs announcing 1 MiB.
+    #[arg(long, default_value_t = 200)]
+    slow_body_conns: usize,
+    /// With --hostile: bytes per second of each slow body.
+    #[arg(long, default_value_t = 1024)]
+    body_rate: usize,
+    /// With --hostile: the soft RLIMIT_NOFILE of `tally serve`, like the probe's machine (0: the
+    /// hard limit, to which this tool raises its own).
+    #[arg(long, default_value_t = 1024)]
+    server_nofile: u64,
+    /// With --hostile: more environment for `tally serve`, NAME=VALUE (repeatable), e.g.
+    /// TALLY_MAX_CONNECTIONS=900.
+    #[arg(long, value_parser = name_value)]
+    server_env: Vec<(String, String)>,
+}
+
+fn name_value(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s.split_once('=').ok_or("NAME=VALUE")?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime starts");
-    let result = runtime.block_on(async { if args.smoke { smoke().await } else { full(&args).await } });
+    let result = runtime.block_on(async {
+        match (args.hostile, args.smoke) {
+            (true, _) => hostile(&args).await,
+            (false, true) => smoke().await,
+            (false, false) => full(&args).await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -369,6 +417,135 @@ async fn smoke() -> anyhow::Result<()> {
         bail!("smoke run failed:\n{}", failed.join("\n"));
     }
     println!("smoke run ok: {} runs, every state check passed", runs.len());
+    Ok(())
+}
+
+/// Hostile clients against a `tally serve` (or, with --smoke, a tally in this process).
+async fn hostile(args: &Args) -> anyhow::Result<()> {
+    let plan = if args.smoke {
+        hostile::Plan::smoke()
+    } else {
+        hostile::Plan {
+            idle: args.idle_conns,
+            slowloris: args.slowloris_conns,
+            slow_bodies: args.slow_body_conns,
+            body_rate: args.body_rate,
+            ..hostile::Plan::probe_of_issue_11(Duration::from_secs(args.hold_seconds))
+        }
+    };
+    // Every hostile connection, the probes in flight and the tool's own files.
+    let needed = plan.connections() as u64 + 400;
+    let own = server::raise_nofile()?;
+    if own < needed {
+        bail!("RLIMIT_NOFILE's hard limit is {own}; this run needs about {needed} descriptors");
+    }
+    let dir = server::scratch("tally-bench-hostile")?;
+    let tag = format!("{}_{}", std::process::id(), rand::random::<u32>());
+    let postgres = args.postgres || (args.smoke && std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()));
+    let admin_url =
+        if args.smoke { std::env::var("TEST_DATABASE_URL").unwrap_or_default() } else { args.database_url.clone() };
+    let db_name = if args.smoke { format!("tally_bench_hostile_{tag}") } else { "tally_bench_hostile".to_owned() };
+    let database_url = if postgres {
+        server::fresh_database(&admin_url, &db_name).await?
+    } else {
+        let path = dir.join(format!("hostile-{tag}.db"));
+        format!("sqlite://{}", path.display())
+    };
+
+    let (base, serve, setup) = if args.smoke {
+        (server::in_process(&database_url).await?, None, "a tally inside this tool".to_owned())
+    } else {
+        let bin = std::fs::canonicalize(&args.tally_bin)
+            .with_context(|| format!("{} not found: cargo build --release -p tally", args.tally_bin.display()))?;
+        let log = dir.join("serve.log");
+        let _ = std::fs::remove_file(&log);
+        let nofile = (args.server_nofile > 0).then_some(args.server_nofile);
+        let options = server::Options { nofile, env: &args.server_env, ..server::Options::default() };
+        let serve = server::spawn_with(&bin, &database_url, &log, &options)?;
+        let limit = server::max_open_files(serve.pid()).map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let env: Vec<String> = args.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let setup = format!(
+            "`tally serve` ({}) with RLIMIT_NOFILE {limit} (soft){}; its log: {}",
+            bin.display(),
+            if env.is_empty() { String::new() } else { format!(", {}", env.join(" ")) },
+            log.display()
+        );
+        (serve.base(), Some(serve), setup)
+    };
+    let db = seed::pool(&database_url).await?;
+    seed::seed_users(&db, 0).await?;
+    db.close().await;
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse()?;
+    // The server settles (pool, allocator) before the memory read before the attack.
+    tokio::time::sleep(Duration::from_secs(if args.smoke { 0 } else { 1 })).await;
+
+    let mut out = String::new();
+    writeln!(
+        out,
+        "## Hostile clients against {} (tally on {})
+",
+        setup,
+        if postgres { "Postgres" } else { "SQLite" }
+    )?;
+    writeln!(
+        out,
+        "- {} cores, load average at the start {}
+",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )?;
+    eprintln!("{out}");
+    let outcome = hostile::attack(addr, &plan, serve.as_ref().map(server::Serve::pid)).await?;
+    out.push_str(&outcome.report);
+    let mut failures = outcome.failures.clone();
+    if let Some(mut serve) = serve {
+        if let Some(status) = serve.child.try_wait()? {
+            failures.push(format!("tally serve exited during the run: {status}"));
+        }
+        serve.stop();
+    }
+    if args.smoke {
+        for (kind, opened) in hostile::Kind::ALL.iter().zip(outcome.opened) {
+            if opened < plan.count(*kind) {
+                failures.push(format!("only {opened} {kind:?} connections opened of {}", plan.count(*kind)));
+            }
+        }
+        if outcome.healthz_probes == 0 || outcome.spends == 0 {
+            failures.push("no /healthz probe or spend was sent".to_owned());
+        }
+    }
+    writeln!(
+        out,
+        "**{}**
+",
+        if failures.is_empty() {
+            "Passed: every /healthz answered 200 within 1 s and every spend succeeded.".to_owned()
+        } else {
+            format!("Failed: {}.", failures.join("; "))
+        }
+    )?;
+    println!("{out}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &out)?;
+    }
+    if postgres {
+        server::drop_database(&admin_url, &db_name).await?;
+    } else if let Some(path) = database_url.strip_prefix("sqlite://") {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("hostile clients: {}", failures.join("; "));
+    }
+    if args.smoke {
+        println!("hostile smoke run ok");
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +45,21 @@ impl Serve {
 /// Starts `bin serve` on a free port against `database_url`, with its output (the
 /// request log included) appended to `log`, and waits for /healthz.
 pub fn spawn(bin: &Path, database_url: &str, log: &Path, rust_log: Option<&str>) -> anyhow::Result<Serve> {
+    spawn_with(bin, database_url, log, &Options { rust_log, ..Options::default() })
+}
+
+/// How `tally serve` is started beyond its database.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub rust_log: Option<&'a str>,
+    /// The soft RLIMIT_NOFILE of the process (its hard limit stays this tool's).
+    pub nofile: Option<u64>,
+    /// More environment, (name, value).
+    pub env: &'a [(String, String)],
+}
+
+/// `spawn` with `options`.
+pub fn spawn_with(bin: &Path, database_url: &str, log: &Path, options: &Options) -> anyhow::Result<Serve> {
     let addr = free_addr()?;
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     // A directory of its own, so no .env of the caller is read.
@@ -61,8 +77,24 @@ pub fn spawn(bin: &Path, database_url: &str, log: &Path, rust_log: Option<&str>)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
-    if let Some(level) = rust_log {
+    if let Some(level) = options.rust_log {
         command.env("RUST_LOG", level);
+    }
+    command.envs(options.env.iter().map(|(k, v)| (k, v)));
+    if let Some(soft) = options.nofile {
+        let (_, hard) = nofile()?;
+        anyhow::ensure!(soft <= hard, "RLIMIT_NOFILE {soft} is above the hard limit {hard}");
+        let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        // SAFETY: setrlimit is async-signal-safe, and `limit` is a plain value copied in.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
     let start = Instant::now();
     let mut child = command.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
@@ -97,6 +129,34 @@ fn healthz(addr: &str) -> bool {
     }
     let mut answer = [0u8; 12];
     stream.read_exact(&mut answer).is_ok() && answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// This process's (soft, hard) RLIMIT_NOFILE.
+pub fn nofile() -> anyhow::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit; returns the new limit.
+pub fn raise_nofile() -> anyhow::Result<u64> {
+    let (_, hard) = nofile()?;
+    let limit = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(hard)
+}
+
+/// The "Max open files" soft limit of a process, from /proc.
+pub fn max_open_files(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// (VmRSS, VmHWM) of a process, in KiB.

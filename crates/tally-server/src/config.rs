@@ -28,6 +28,10 @@ pub struct Config {
     pub public_url: String,
     pub api_key: Option<String>,
     pub jwt_secret: Option<String>,
+    /// `AUTH_JWT_AUDIENCE`: the `aud` a user token must carry.
+    pub jwt_audience: String,
+    /// `AUTH_JWT_ISSUER`: the `iss` a user token must carry, when set.
+    pub jwt_issuer: Option<String>,
     /// `TALLY_DEV_LOGIN=1`: dev login also on a bind that is not loopback (a container).
     pub dev_login_anywhere: bool,
     pub stripe_api_base: String,
@@ -38,12 +42,25 @@ pub struct Config {
     /// Grant what falls due with time once a minute (tests turn it off and drive
     /// `Store::grant_due` with a clock of their own).
     pub grant_clock: bool,
+    /// `TALLY_MAX_CONNECTIONS`: open connections at most; past it, 503.
+    pub max_connections: usize,
+    /// How long a client may take (tests shorten them).
+    pub timeouts: crate::limits::Timeouts,
 }
 
 impl Config {
     /// Connects to the configured database, with the configured catalogue.
     pub async fn connect_store(&self) -> Result<tally_store::Store, tally_store::StoreError> {
         tally_store::Store::connect(&self.database_url, std::sync::Arc::new(self.catalogue.clone())).await
+    }
+
+    /// What the host app's user tokens must be.
+    pub fn token_settings(&self) -> tally_auth::TokenSettings {
+        tally_auth::TokenSettings {
+            hs256_secret: self.jwt_secret.clone(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+        }
     }
 
     /// Whether the Stripe key is a live one (real money).
@@ -169,6 +186,14 @@ impl Config {
             }
         };
 
+        let max_connections = match get("TALLY_MAX_CONNECTIONS") {
+            None => crate::limits::default_max_connections(),
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(invalid("TALLY_MAX_CONNECTIONS", format!("expected a positive number, got {text:?}"))),
+            },
+        };
+
         Ok(Config {
             database_url,
             stripe_secret_key,
@@ -179,11 +204,15 @@ impl Config {
             public_url: public_url.trim_end_matches('/').to_owned(),
             api_key: get("TALLY_API_KEY"),
             jwt_secret,
+            jwt_audience: get("AUTH_JWT_AUDIENCE").unwrap_or_else(|| tally_auth::DEFAULT_AUDIENCE.to_owned()),
+            jwt_issuer: get("AUTH_JWT_ISSUER"),
             dev_login_anywhere,
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
             allow_promotion_codes,
             stripe_client: ClientOptions::default(),
             grant_clock: true,
+            max_connections,
+            timeouts: crate::limits::Timeouts::default(),
         })
     }
 }
@@ -242,6 +271,8 @@ mod tests {
             ("STRIPE_SECRET_KEY", "pk_test_123"),
             ("TALLY_PUBLIC_URL", "example.com"),
             ("STRIPE_PRO_PRICE_ID", "price 1"),
+            ("TALLY_MAX_CONNECTIONS", "0"),
+            ("TALLY_MAX_CONNECTIONS", "many"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);

@@ -33,11 +33,16 @@ pub enum ApiError {
     KeyReused(&'static str),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     /// A reservation that is no longer held.
     #[error("the reservation is already {0}")]
     Settled(String),
-    #[error("the body is larger than 1 MiB")]
+    #[error("the body is larger than this route takes")]
     PayloadTooLarge,
+    /// The request (its body, mostly) took longer than the server allows.
+    #[error("the request took too long")]
+    RequestTimeout,
     /// The database cannot commit now: callers (Stripe included) should retry.
     #[error("the database is unavailable; retry later")]
     Unavailable,
@@ -66,8 +71,10 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::KeyReused(_) => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Settled(_) => (StatusCode::CONFLICT, "reservation_closed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -22,7 +22,7 @@ pub async fn checkout_session(state: &AppState, user: &str, session_id: &str) ->
     let event = BillingEvent { id: event_id, created: retrieved.created, kind: EventKind::Checkout(retrieved.session) };
     // The same input limits as a webhook's, before the database: the answer is Stripe's,
     // but what it names (customer, item, payment intent) is stored like any event's.
-    if let Err(e) = event.check_ids() {
+    if let Err(e) = event.check_ids().and_then(|()| event.check_times()) {
         tracing::warn!(session_id, error = %e, "a Checkout Session past the input limits");
         return Err(ApiError::Stripe);
     }

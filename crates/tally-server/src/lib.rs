@@ -4,12 +4,13 @@
 mod auth;
 mod clock;
 pub mod config;
+mod connections;
 mod error;
 mod extract;
 mod fulfil;
+pub mod limits;
 mod metrics;
 pub(crate) mod routes;
-pub mod session;
 mod state;
 pub mod sync;
 
@@ -25,8 +26,9 @@ use tally_store::Store;
 /// Where the dev-mode webhook secret is kept in the database.
 pub const DEV_WEBHOOK_SECRET_KEY: &str = "dev_webhook_secret";
 
-/// Where the secret of dev-mode sessions is kept (without AUTH_JWT_SECRET).
-const DEV_SESSION_SECRET_KEY: &str = "dev_session_secret";
+/// Where the key of tally's own sessions (the billing page's cookie) is kept, one for
+/// every replica.
+const SESSION_KEY: &str = "session_key";
 
 /// Records and applies an event read from `payload`: the one path of webhooks, `tally
 /// sync` and `tally replay`.
@@ -51,29 +53,33 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     grant_clock: bool,
+    max_connections: usize,
+    timeouts: limits::Timeouts,
 }
 
 impl Application {
     /// Connects to the database, migrates it, settles the webhook secrets and binds.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        check_connection_cap(config.max_connections)?;
         let store = config.connect_store().await?;
         store.migrate().await?;
         warn_about_catalogue_drift(&store).await?;
         let secrets = webhook_secrets(&config, &store).await?;
-        let session_secret = match &config.jwt_secret {
-            Some(secret) => secret.clone(),
-            None => {
-                let fresh = hex::encode(rand::random::<[u8; 32]>());
-                store.setting_or_insert(DEV_SESSION_SECRET_KEY, &fresh).await?
-            }
-        };
+        let session_secret = store.setting_or_insert(SESSION_KEY, &hex::encode(rand::random::<[u8; 32]>())).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("TALLY_BIND: cannot listen on {}: {e}", config.bind))?;
         metrics::handle();
         let grant_clock = config.grant_clock;
+        let (max_connections, timeouts) = (config.max_connections, config.timeouts);
         let state = AppState::new(config, store, &secrets, &session_secret);
-        Ok(Application { listener, state, grant_clock })
+        if state.dev_login {
+            tracing::warn!(
+                "DEV LOGIN IS ON: whoever reaches this server directly can sign in as any user at /dev/login. \
+                 Set AUTH_JWT_SECRET before it faces anyone"
+            );
+        }
+        Ok(Application { listener, state, grant_clock, max_connections, timeouts })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -87,13 +93,29 @@ impl Application {
     /// Serves until ctrl-c or SIGTERM, granting what falls due with time meanwhile.
     pub async fn run(self) -> anyhow::Result<()> {
         let clock = self.grant_clock.then(|| tokio::spawn(clock::tick_every_minute(self.state.store.clone())));
-        let app = routes::router().with_state(self.state);
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown_signal()).await;
+        let app = routes::router(self.timeouts.request).with_state(self.state);
+        connections::serve(self.listener, app, self.max_connections, self.timeouts, shutdown_signal()).await;
         if let Some(clock) = clock {
             clock.abort();
         }
-        Ok(served?)
+        Ok(())
     }
+}
+
+/// A cap the open-file limit cannot hold would run out of descriptors under load, the
+/// very thing the cap is for: said at start, naming the setting.
+fn check_connection_cap(max_connections: usize) -> anyhow::Result<()> {
+    if let Some(limit) = limits::open_file_limit()
+        && max_connections + limits::RESERVED_FDS > limit
+    {
+        anyhow::bail!(
+            "TALLY_MAX_CONNECTIONS: {max_connections} connections and the {} descriptors tally needs itself exceed \
+             the open-file limit ({limit}); lower it or raise `ulimit -n`",
+            limits::RESERVED_FDS
+        );
+    }
+    tracing::info!(max_connections, "connection cap");
+    Ok(())
 }
 
 /// Says at start what the catalogue no longer sells but the database still holds:

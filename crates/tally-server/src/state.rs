@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 
+use tally_auth::{Sessions, UserTokens};
 use tally_store::Store;
 use tally_stripe::{StripeClient, Verifier};
 
 use crate::Config;
-use crate::session::Sessions;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,6 +17,9 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
     /// `None` without STRIPE_SECRET_KEY: checkout and portal answer 503.
     pub stripe: Option<StripeClient>,
+    /// The host app's user tokens (Bearer).
+    pub user_tokens: UserTokens,
+    /// tally's own sessions (the billing page's cookie).
     pub sessions: Sessions,
     /// `/dev/login` works: no AUTH_JWT_SECRET, a loopback bind and no live key.
     pub dev_login: bool,
@@ -45,6 +48,7 @@ impl AppState {
                 && (config.bind.ip().is_loopback() || config.dev_login_anywhere)
                 && !config.live(),
             verifier: Arc::new(Verifier::new(webhook_secrets)),
+            user_tokens: UserTokens::new(&config.token_settings()),
             api_key: config.api_key.map(Arc::from),
             stripe,
             sessions: Sessions::new(session_secret),

@@ -26,6 +26,7 @@ mod writer;
 
 mod audit;
 mod clock;
+mod handoffs;
 mod reads;
 mod writes;
 
@@ -42,6 +43,7 @@ use tally_core::Catalogue;
 
 pub use audit::{Audit, Drift};
 pub use clock::Granted;
+pub use handoffs::Handoff;
 pub use writer::Stats as WriteStats;
 use writer::Writer;
 

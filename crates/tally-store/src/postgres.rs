@@ -14,6 +14,7 @@ pub const MIGRATIONS: Migrations = &[
     (20261127000002, include_str!("../migrations/common/20261127000002_reservations.sql")),
     (20261127000003, include_str!("../migrations/common/20261127000003_funded_at.sql")),
     (20261201000004, include_str!("../migrations/common/20261201000004_catalogue.sql")),
+    (20261202000005, include_str!("../migrations/common/20261202000005_handoffs.sql")),
 ];
 
 /// Held by the migration transaction; the key is "tally" in ASCII.

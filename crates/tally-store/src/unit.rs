@@ -46,6 +46,8 @@ pub struct Unit<'c> {
     pub catalogue: &'c Catalogue,
     t: i64,
     accounts: HashMap<String, Held>,
+    /// Accounts this unit opened (inserted), in order.
+    opened: Vec<String>,
     subscriptions: HashMap<String, Option<SubscriptionState>>,
     periods: HashMap<String, BTreeMap<i64, Period>>,
     // Whose is each subscription, Stripe customer and payment intent: fixed once written,
@@ -130,6 +132,7 @@ impl<'c> Unit<'c> {
             catalogue,
             t: crate::now(),
             accounts: HashMap::new(),
+            opened: Vec::new(),
             subscriptions: HashMap::new(),
             periods: HashMap::new(),
             subscription_users: HashMap::new(),
@@ -213,6 +216,7 @@ impl<'c> Unit<'c> {
         for user in query.fetch_all(&mut *self.conn).await? {
             let account = Account::new_user(&user, self.catalogue);
             self.entries.push((user.clone(), account.opening_entry()));
+            self.opened.push(user.clone());
             self.accounts.insert(user, Held { account, customer: None, dirty: false });
         }
         // Opened meanwhile by another transaction: wait for its lock like any other.
@@ -499,6 +503,7 @@ impl<'c> Unit<'c> {
 
     /// Writes every changed row, each table in as few statements as it takes.
     pub async fn flush(&mut self) -> Result<(), StoreError> {
+        self.close_unused_openings().await?;
         self.write_accounts().await?;
         self.write_entries().await?;
         self.write_subscriptions().await?;
@@ -507,6 +512,31 @@ impl<'c> Unit<'c> {
         self.write_events().await?;
         self.write_conflicts().await?;
         self.write_outcomes().await
+    }
+
+    /// Takes back the accounts this unit opened for jobs that then changed nothing (a
+    /// spend refused for want of credits, a reused idempotency key): a refused request
+    /// leaves no account and no signup row, and the user is new again next time.
+    async fn close_unused_openings(&mut self) -> Result<(), StoreError> {
+        let mut used: HashSet<&str> = self.accounts.iter().filter(|(_, h)| h.dirty).map(|(u, _)| u.as_str()).collect();
+        let subscriptions = self.dirty_subscriptions.iter().filter_map(|id| self.subscriptions.get(id)?.as_ref());
+        used.extend(subscriptions.map(|s| s.user_id.as_str()));
+        let topups = self.dirty_topups.iter().filter_map(|id| self.topups.get(id)?.as_ref());
+        used.extend(topups.map(|t| t.user_id.as_str()));
+        used.extend(self.conflicts.iter().map(|(_, owner, _)| owner.as_str()));
+        let unused: Vec<String> = self.opened.iter().filter(|u| !used.contains(u.as_str())).cloned().collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = unused.iter().map(String::as_str).collect();
+        let _: Vec<(String,)> =
+            fetch_in(self.conn, "delete from accounts where user_id in ({keys}) returning user_id", None, &keys)
+                .await?;
+        let unused: HashSet<&str> = keys.into_iter().collect();
+        self.entries.retain(|(user, _)| !unused.contains(user.as_str()));
+        self.accounts.retain(|user, _| !unused.contains(user.as_str()));
+        self.opened.retain(|user| !unused.contains(user.as_str()));
+        Ok(())
     }
 
     async fn write_accounts(&mut self) -> Result<(), StoreError> {
@@ -721,10 +751,26 @@ mod tests {
         let mut unit = Unit::new(&mut tx, &catalogue);
         assert_eq!(unit.account("ann").await.unwrap().account.plan_credits, 100);
         unit.account("ann").await.unwrap();
+        assert!(unit.link_customer("ann", "cus_ann").await.unwrap());
         unit.flush().await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(count(&pool, "select count(*) from accounts").await, 1);
         assert_eq!(count(&pool, "select count(*) from ledger where reference = 'signup:ann'").await, 1);
+    }
+
+    #[tokio::test]
+    async fn an_account_opened_for_jobs_that_changed_nothing_is_not_kept() {
+        let pool = database().await;
+        let catalogue = Catalogue::default();
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        // Opened to lock it, as a spend does before the rules refuse it.
+        let mut ledger = Ledger::new(unit.account("cy").await.unwrap().account.clone());
+        assert!(ledger.spend(1_000, "too much", "spend:k").is_err());
+        unit.flush().await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count(&pool, "select count(*) from accounts").await, 0);
+        assert_eq!(count(&pool, "select count(*) from ledger").await, 0);
     }
 
     #[tokio::test]

@@ -35,12 +35,12 @@ pub struct ParsedEvent {
 impl ParsedEvent {
     /// The input limits on what the webhook edge stores (CONTRACT §3), checked before the
     /// database: the event's id and type and, when its object was read, every id the
-    /// object names.
-    pub fn check_ids(&self) -> Result<(), InvalidField> {
+    /// object names and every time it carries.
+    pub fn check_limits(&self) -> Result<(), InvalidField> {
         check_id("id", &self.id)?;
         // Stored with the event whatever it is, known or not (found by fuzzing: a DEL byte).
         check_id("type", &self.event_type)?;
-        self.event.as_ref().map_or(Ok(()), BillingEvent::check_ids)
+        self.event.as_ref().map_or(Ok(()), |event| event.check_ids().and_then(|()| event.check_times()))
     }
 }
 

@@ -238,8 +238,8 @@ fn an_event_type_outside_the_input_limits_fails_the_edge_checks() {
     ];
     for body in bodies {
         let parsed = parse_event(&body).expect("an event");
-        assert_eq!(parsed.check_ids().unwrap_err().field, "type", "{:?}", String::from_utf8_lossy(&body));
+        assert_eq!(parsed.check_limits().unwrap_err().field, "type", "{:?}", String::from_utf8_lossy(&body));
     }
     let fine = json!({"id":"evt_1","object":"event","type":"plan.created","created":1,"data":{"object":{}}});
-    assert_eq!(parse_event(fine.to_string().as_bytes()).unwrap().check_ids(), Ok(()));
+    assert_eq!(parse_event(fine.to_string().as_bytes()).unwrap().check_limits(), Ok(()));
 }

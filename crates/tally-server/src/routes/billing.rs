@@ -7,6 +7,7 @@ use tally_store::Billing;
 
 use crate::auth::SignedInUser;
 use crate::{ApiError, AppState};
+use tally_auth::User;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/billing", get(show_own_billing))
@@ -14,7 +15,7 @@ pub fn router() -> Router<AppState> {
 
 async fn show_own_billing(
     State(state): State<AppState>,
-    SignedInUser(user): SignedInUser,
+    SignedInUser(User { id: user, .. }): SignedInUser,
 ) -> Result<Json<Billing>, ApiError> {
     Ok(Json(state.store.billing(&user).await?))
 }

@@ -18,6 +18,7 @@ use tally_stripe::api::CheckoutRequest;
 use crate::auth::SignedInUser;
 use crate::extract::JsonOrForm;
 use crate::{ApiError, AppState};
+use tally_auth::User;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -34,7 +35,7 @@ struct CheckoutBody {
 
 async fn create_checkout_session(
     State(state): State<AppState>,
-    SignedInUser(user): SignedInUser,
+    SignedInUser(User { id: user, .. }): SignedInUser,
     body: JsonOrForm<CheckoutBody>,
 ) -> Result<Response, ApiError> {
     let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;
@@ -90,7 +91,7 @@ async fn create_checkout_session(
 
 async fn create_portal_session(
     State(state): State<AppState>,
-    SignedInUser(user): SignedInUser,
+    SignedInUser(User { id: user, .. }): SignedInUser,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;

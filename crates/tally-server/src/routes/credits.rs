@@ -1,6 +1,6 @@
 //! Host-app routes: a user's billing state and ledger, and spending credits.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use tally_core::requests::SpendRequest;
 use tally_store::{Billing, LedgerRow, Spend};
 
 use crate::auth::HostApp;
-use crate::extract::{ApiJson, ApiQuery, within};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, within};
 use crate::{ApiError, AppState, metrics};
 
 pub fn router() -> Router<AppState> {
@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 async fn show_billing(
     _: HostApp,
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    ApiPath(user_id): ApiPath<String>,
 ) -> Result<Json<Billing>, ApiError> {
     Ok(Json(state.store.billing(check_id("id", &user_id)?).await?))
 }
@@ -37,7 +37,7 @@ struct LedgerQuery {
 async fn list_ledger(
     _: HostApp,
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    ApiPath(user_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> Result<Json<Vec<LedgerRow>>, ApiError> {
     let limit = within("limit", query.limit.unwrap_or(50), 1..=500)?;

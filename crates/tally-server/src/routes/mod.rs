@@ -10,11 +10,31 @@ mod pages;
 mod reservations;
 mod webhooks;
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use tower::ServiceBuilder;
 
-use crate::AppState;
+use crate::{ApiError, AppState, limits};
 
-pub fn router() -> Router<AppState> {
+/// Every route, with the body limit and the deadline of a request (`request_timeout`).
+pub fn router(request_timeout: Duration) -> Router<AppState> {
+    routes()
+        // Unknown routes and methods answer in the JSON error shape too.
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Webhooks set their own, larger limit nearer the handler, which wins.
+        .layer(DefaultBodyLimit::max(limits::API_BODY_BYTES))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::RequestTimeout }))
+                .timeout(request_timeout),
+        )
+}
+
+fn routes() -> Router<AppState> {
     Router::new()
         .merge(webhooks::router())
         .merge(credits::router())

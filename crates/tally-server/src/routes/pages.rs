@@ -1,34 +1,46 @@
 //! The billing page, its success/cancel banners and fulfilment on return from
-//! Checkout, and the dev-mode login.
+//! Checkout; signing in to it (a one-time code from the host app, or the dev-mode
+//! login) and out of it.
 
 use askama::Template;
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{self, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
-use serde::Deserialize;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use tally_store::now as unix_now;
+use tally_auth::User;
+use tally_store::{Handoff, now as unix_now};
 
-use crate::auth::SignedInUser;
+use crate::auth::{SESSION_COOKIE, SignedInUser, same_origin};
 use crate::extract::ApiQuery;
-use crate::session::COOKIE;
 use crate::{ApiError, AppState, fulfil};
 
-/// How long the session cookie (and a dev-mode token) lasts; a host app's token still
-/// ends at its own `exp`.
+/// How long a billing-page session lasts.
 const SESSION_SECS: i64 = 7 * 24 * 3600;
 
+/// How long a sign-in code works (once).
+const HANDOFF_SECS: i64 = 60;
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/dashboard/billing", get(show_billing_page)).route("/dev/login", get(dev_login))
+    Router::new()
+        .route("/dashboard/billing", get(show_billing_page))
+        .route("/api/billing/handoff", post(create_handoff))
+        .route("/dashboard/sign-in", get(sign_in_with_code))
+        .route("/dashboard/sign-out", post(sign_out))
+        .route("/dev/login", get(dev_login))
 }
 
 #[derive(Template)]
 #[template(path = "billing.html")]
 struct BillingPage {
+    /// Whose account this is: the email, or else the user id.
+    account: String,
     success: bool,
     canceled: bool,
     notes: Vec<String>,
@@ -86,8 +98,6 @@ struct PageQuery {
     success: Option<String>,
     canceled: Option<String>,
     session_id: Option<String>,
-    /// The host app's token, exchanged once for the session cookie.
-    token: Option<String>,
 }
 
 async fn show_billing_page(
@@ -95,19 +105,13 @@ async fn show_billing_page(
     ApiQuery(query): ApiQuery<PageQuery>,
     user: Result<SignedInUser, ApiError>,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = &query.token {
-        let Ok(user) = state.sessions.verify(token, unix_now()) else {
-            return Ok(sign_in(&state, StatusCode::UNAUTHORIZED, "That sign-in link is invalid or has expired."));
-        };
-        // Keep the token in a cookie and drop it from the address bar.
-        let mut response = Redirect::to(&page_url(&query)).into_response();
-        response.headers_mut().insert(SET_COOKIE, session_cookie(&state, token, SESSION_SECS));
-        tracing::info!(%user, "signed in by token");
-        return Ok(response);
-    }
+    // A token in the address (`?token=`, as tally once took) signs nobody in: a link
+    // could sign a victim in as whoever made it.
     let Ok(SignedInUser(user)) = user else {
         return Ok(sign_in(&state, StatusCode::UNAUTHORIZED, "Open this page from your account to see your billing."));
     };
+    let account = user.display_name().to_owned();
+    let user = user.id;
     let mut notes = Vec::new();
     let success = query.success.as_deref() == Some("true");
     // Only a Checkout Session id goes to Stripe (and into an event id); anything else is
@@ -141,6 +145,7 @@ async fn show_billing_page(
     }
     let (plan_offers, pack_offers) = offers(catalogue);
     let page = BillingPage {
+        account,
         success,
         canceled: query.canceled.as_deref() == Some("true"),
         notes,
@@ -157,6 +162,58 @@ async fn show_billing_page(
         pack_offers,
     };
     Ok(render(StatusCode::OK, page.render()))
+}
+
+/// A one-time sign-in link to the billing page, for the signed-in user.
+#[derive(Serialize)]
+struct HandoffLink {
+    url: String,
+    expires_at: i64,
+}
+
+/// The host app sends its user to the billing page without putting a token in a URL:
+/// it asks for a code with the user's token and sends the user to the link, which
+/// works once, within a minute.
+async fn create_handoff(
+    State(state): State<AppState>,
+    SignedInUser(user): SignedInUser,
+) -> Result<Json<HandoffLink>, ApiError> {
+    let code = hex::encode(rand::random::<[u8; 32]>());
+    let now = unix_now();
+    let expires_at = now + HANDOFF_SECS;
+    let handoff = Handoff { user_id: user.id, email: user.email };
+    state.store.create_handoff(&code_hash(&code), &handoff, now, expires_at).await?;
+    Ok(Json(HandoffLink { url: format!("{}/dashboard/sign-in?code={code}", state.public_url), expires_at }))
+}
+
+#[derive(Deserialize)]
+struct SignInQuery {
+    code: String,
+}
+
+async fn sign_in_with_code(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<SignInQuery>,
+) -> Result<Response, ApiError> {
+    let taken = match is_code(&query.code) {
+        true => state.store.take_handoff(&code_hash(&query.code), unix_now()).await?,
+        false => None,
+    };
+    let Some(handoff) = taken else {
+        return Ok(sign_in(&state, StatusCode::UNAUTHORIZED, "That sign-in link was used already or has expired."));
+    };
+    tracing::info!(user = %handoff.user_id, "signed in by a one-time code");
+    Ok(start_session(&state, &User { id: handoff.user_id, email: handoff.email }))
+}
+
+/// Ends the billing page's session. Only our own page may ask (as for every cookie post).
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !same_origin(&headers, &state.public_url) {
+        return Err(ApiError::Forbidden("cross-site request refused"));
+    }
+    let mut response = Redirect::to("/dashboard/billing").into_response();
+    response.headers_mut().insert(SET_COOKIE, session_cookie(&state, "", 0));
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -181,38 +238,32 @@ async fn dev_login(
         return Err(ApiError::Forbidden("dev login is local only: refused through a proxy"));
     }
     let user = tally_core::input::check_id("user", query.user.trim())?;
-    let token = state.sessions.issue(user, unix_now() + SESSION_SECS);
+    Ok(start_session(&state, &User { id: user.to_owned(), email: None }))
+}
+
+/// Signs the browser in as `user` with a session of tally's own, and opens the page.
+fn start_session(state: &AppState, user: &User) -> Response {
+    let now = unix_now();
+    let token = state.sessions.issue(user, now, now + SESSION_SECS);
     let mut response = Redirect::to("/dashboard/billing").into_response();
-    response.headers_mut().insert(SET_COOKIE, session_cookie(&state, &token, SESSION_SECS));
-    Ok(response)
+    response.headers_mut().insert(SET_COOKIE, session_cookie(state, &token, SESSION_SECS));
+    response
 }
 
 fn session_cookie(state: &AppState, token: &str, max_age: i64) -> HeaderValue {
     let secure = if state.secure_cookies() { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The billing page's address without the token.
-fn page_url(query: &PageQuery) -> String {
-    let mut params = Vec::new();
-    for (name, value) in [("success", &query.success), ("canceled", &query.canceled), ("session_id", &query.session_id)]
-    {
-        if let Some(value) = value {
-            params.push(format!("{name}={}", urlencode(value)));
-        }
-    }
-    if params.is_empty() { "/dashboard/billing".to_owned() } else { format!("/dashboard/billing?{}", params.join("&")) }
+/// What tally's codes look like (64 hex digits); anything else is not looked up.
+fn is_code(code: &str) -> bool {
+    code.len() == 64 && code.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Codes are kept as hashes: whoever reads the table cannot sign in with them.
+fn code_hash(code: &str) -> String {
+    hex::encode(Sha256::digest(code.as_bytes()))
 }
 
 fn sign_in(state: &AppState, status: StatusCode, message: &'static str) -> Response {

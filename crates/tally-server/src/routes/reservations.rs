@@ -1,6 +1,6 @@
 //! Host-app routes for metered calls: hold credits before, commit the cost after.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use tally_core::input::check_id;
@@ -8,7 +8,7 @@ use tally_core::requests::{CommitRequest, ReserveRequest};
 use tally_store::{ReservationState, Reserve};
 
 use crate::auth::HostApp;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState, metrics};
 
 pub fn router() -> Router<AppState> {
@@ -41,7 +41,7 @@ async fn reserve_credits(
 async fn commit_reservation(
     _: HostApp,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async {
@@ -56,7 +56,7 @@ async fn commit_reservation(
 async fn release_reservation(
     _: HostApp,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async { Ok(state.store.release_reservation(check_id("id", &id)?).await?) }.await;
     metrics::credits("release", &answer);

@@ -14,13 +14,12 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tally_store::IngestOutcome;
 
-use crate::{ApiError, AppState, metrics};
-
-/// Stripe's own events stay far below this.
-pub const MAX_BODY: usize = 1024 * 1024;
+use crate::{ApiError, AppState, limits, metrics};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/webhooks/stripe", post(receive_webhook)).layer(DefaultBodyLimit::max(MAX_BODY))
+    Router::new()
+        .route("/api/webhooks/stripe", post(receive_webhook))
+        .layer(DefaultBodyLimit::max(limits::WEBHOOK_BODY_BYTES))
 }
 
 async fn receive_webhook(
@@ -66,8 +65,9 @@ async fn ingest(
         .verify(&body, signature, tally_store::now())
         .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
-    // Ids past the input limits (a NUL byte, 10 KB) are refused here, before the database.
-    parsed.check_ids().map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    // Ids past the input limits (a NUL byte, 10 KB) and times past the calendar are
+    // refused here, before the database.
+    parsed.check_limits().map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     let result = crate::ingest_parsed(&state.store, &parsed, payload).await.map_err(|e| {

@@ -2,19 +2,21 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tally_server::session::Sessions;
 use tally_stripe::fake::Shape;
 
 use crate::checkout::dev_token;
 use crate::fake_stripe::FakeStripe;
-use crate::helpers::{Customer, Db, JWT_SECRET, TestApp, now, spawn_app, spawn_app_with, spawn_app_with_stripe};
+use crate::helpers::{
+    Customer, Db, JWT_SECRET, TestApp, host_token, now, spawn_app, spawn_app_with, spawn_app_with_stripe,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
     missing_expired_forged_and_unsigned_tokens_get_401,
     a_user_only_ever_sees_their_own_billing,
     the_billing_page_shows_the_signed_in_users_state,
-    a_host_app_token_link_becomes_a_session_cookie,
+    a_token_in_the_url_signs_nobody_in_and_a_one_time_code_signs_in_once,
+    an_expired_sign_in_code_signs_nobody_in,
     dev_login_is_refused_on_a_public_bind_and_with_a_live_key,
     cookie_posts_from_other_sites_are_refused,
     a_token_whose_subject_is_past_the_input_limits_is_401_before_stripe,
@@ -34,18 +36,37 @@ async fn get_billing(app: &TestApp, authorization: Option<String>) -> (StatusCod
 async fn missing_expired_forged_and_unsigned_tokens_get_401(db: Db) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with_stripe(db, &stripe).await;
-    let ours = Sessions::new(JWT_SECRET);
-    let expired = ours.issue("amy", now() - 10);
-    let forged = Sessions::new("not-the-secret").issue("amy", now() + 60);
-    let valid = ours.issue("amy", now() + 60);
+    let expired = host_token(&json!({ "sub": "amy", "exp": now() - 60 }));
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": "amy", "exp": now() + 60, "aud": "authenticated" }),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret-but-as-long-as-it").unwrap(),
+    )
+    .unwrap();
+    let valid = host_token(&json!({ "sub": "amy" }));
     let claims = valid.split('.').nth(1).unwrap();
     let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
     let unsigned = format!("{none_header}.{claims}.");
+    // Issue 11 finding 8: each of these was accepted.
+    let not_yet = host_token(&json!({ "sub": "amy", "nbf": now() + 600 }));
+    let other_audience = host_token(&json!({ "sub": "amy", "aud": "service_role" }));
+    let no_audience = {
+        let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({ "sub": "amy", "exp": now() + 60 }), &key)
+            .unwrap()
+    };
+    let for_ever = host_token(&json!({ "sub": "amy", "exp": 1e308 }));
+    let blank_subject = host_token(&json!({ "sub": "  " }));
     for bad in [
         None,
         Some(format!("Bearer {expired}")),
         Some(format!("Bearer {forged}")),
         Some(format!("Bearer {unsigned}")),
+        Some(format!("Bearer {not_yet}")),
+        Some(format!("Bearer {other_audience}")),
+        Some(format!("Bearer {no_audience}")),
+        Some(format!("Bearer {for_ever}")),
+        Some(format!("Bearer {blank_subject}")),
         Some("Bearer x.y.z".into()),
     ] {
         let (status, body) = get_billing(&app, bad.clone()).await;
@@ -112,19 +133,89 @@ async fn the_billing_page_shows_the_signed_in_users_state(db: Db) {
     assert!(anonymous.text().await.unwrap().contains("/dev/login"));
 }
 
-async fn a_host_app_token_link_becomes_a_session_cookie(db: Db) {
+/// Issue 11 finding 3 (login CSRF): `/dashboard/billing?token=<JWT>` signed the
+/// browser in as whoever the token named. A token in a URL now signs nobody in; the host
+/// app asks for a one-time code with the user's token instead, and the page says whose
+/// account it shows.
+async fn a_token_in_the_url_signs_nobody_in_and_a_one_time_code_signs_in_once(db: Db) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with_stripe(db, &stripe).await;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let token = app.token("olga");
-    let response =
-        client.get(format!("{}/dashboard/billing?token={token}&canceled=true", app.address)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(response.headers()["location"], "/dashboard/billing?canceled=true");
-    let cookie = response.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with(&format!("tally_session={token}")) && cookie.contains("HttpOnly"));
-    let bad = client.get(format!("{}/dashboard/billing?token=forged.x.y", app.address)).send().await.unwrap();
-    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    let token = host_token(&json!({ "sub": "olga", "email": "olga@example.com" }));
+    let linked = client.get(format!("{}/dashboard/billing?token={token}", app.address)).send().await.unwrap();
+    assert_eq!(linked.status(), StatusCode::UNAUTHORIZED);
+    assert!(linked.headers().get("set-cookie").is_none());
+
+    let (status, link) = app.post_as_token(&token, "/api/billing/handoff", &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap();
+    assert!(url.starts_with("http://localhost:3000/dashboard/sign-in?code="), "{url}");
+    assert!(!url.contains(&token));
+    assert!(link["expires_at"].as_i64().unwrap() <= now() + 60);
+    let path = url.trim_start_matches("http://localhost:3000");
+    let signed_in = client.get(format!("{}{path}", app.address)).send().await.unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.headers()["location"], "/dashboard/billing");
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && !cookie.contains(&token), "tally's own session, not the token");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page =
+        client.get(format!("{}/dashboard/billing", app.address)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"Signed in as <strong id="account">olga@example.com</strong>"#), "{html}");
+
+    let again = client.get(format!("{}{path}", app.address)).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "a code works once");
+    assert!(again.headers().get("set-cookie").is_none());
+    for bad in ["nothex", &"0".repeat(64), &"a".repeat(10_000)] {
+        let response = client.get(format!("{}/dashboard/sign-in?code={bad}", app.address)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{bad}");
+    }
+
+    // The host app's token is no session: as a cookie it signs nobody in.
+    let as_cookie = client
+        .get(format!("{}/dashboard/billing", app.address))
+        .header("cookie", format!("tally_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_cookie.status(), StatusCode::UNAUTHORIZED);
+
+    // Sign-out: only from our own page; then the page asks to sign in again.
+    let cross_site = client
+        .post(format!("{}/dashboard/sign-out", app.address))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+    let out = client
+        .post(format!("{}/dashboard/sign-out", app.address))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+}
+
+/// A sign-in code is dead after its minute, even unused.
+async fn an_expired_sign_in_code_signs_nobody_in(db: Db) {
+    let app = spawn_app(db).await;
+    let code = "ab".repeat(32);
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(code.as_bytes()))
+    };
+    let handoff = tally_store::Handoff { user_id: "late".into(), email: None };
+    app.store.create_handoff(&hash, &handoff, now() - 120, now() - 60).await.unwrap();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = client.get(format!("{}/dashboard/sign-in?code={code}", app.address)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().get("set-cookie").is_none());
 }
 
 async fn dev_login_is_refused_on_a_public_bind_and_with_a_live_key(db: Db) {
@@ -185,9 +276,8 @@ async fn cookie_posts_from_other_sites_are_refused(db: Db) {
 async fn a_token_whose_subject_is_past_the_input_limits_is_401_before_stripe(db: Db) {
     let stripe = FakeStripe::start().await;
     let app = spawn_app_with_stripe(db, &stripe).await;
-    let ours = Sessions::new(JWT_SECRET);
-    for sub in ["u".repeat(10_000), "line\nbreak".to_owned()] {
-        let token = ours.issue(&sub, now() + 60);
+    for sub in ["u".repeat(10_000), "line\nbreak".to_owned(), "   ".to_owned()] {
+        let token = host_token(&json!({ "sub": sub }));
         let response = app
             .client
             .post(format!("{}/api/checkout", app.address))

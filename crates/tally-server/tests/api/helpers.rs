@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::time::Duration;
 
-use tally_server::session::Sessions;
 use tally_server::{Application, Config};
 use tally_stripe::ClientOptions;
 
@@ -279,6 +278,17 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed) * 1_000_000_000 + nanos
 }
 
+/// A user token as Supabase issues it (HS256 with JWT_SECRET, `aud` authenticated), with
+/// `claims` added or replaced.
+pub fn host_token(claims: &Value) -> String {
+    let mut all = json!({ "aud": "authenticated", "role": "authenticated", "exp": now() + 3600 });
+    for (name, value) in claims.as_object().expect("claims are an object") {
+        all[name] = value.clone();
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &all, &key).unwrap()
+}
+
 pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
@@ -309,6 +319,12 @@ pub async fn spawn_app_with_stripe(db: Db, stripe: &FakeStripe) -> TestApp {
 
 /// A tally with the suite's settings, `extra` overriding them.
 pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_configured(db, extra, |_| {}).await
+}
+
+/// A tally with the suite's settings, `extra` overriding them, and `adjust` changing
+/// what no variable sets (the connection deadlines).
+pub async fn spawn_app_configured(db: Db, extra: &[(&str, &str)], adjust: impl FnOnce(&mut Config)) -> TestApp {
     let database_url = db.fresh().await;
     let catalogue = db.catalogue_settings();
     let mut base = vec![
@@ -327,6 +343,7 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
         ClientOptions { timeout: Duration::from_millis(500), max_retries: 2, backoff: Duration::from_millis(10) };
     // Time's grants are driven by the tests' own clock (`Store::grant_due`).
     config.grant_clock = false;
+    adjust(&mut config);
     let app = Application::build(config).await.expect("tally starts");
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
@@ -391,6 +408,13 @@ impl TestApp {
         self.post("/api/credits/spend", &body).await
     }
 
+    /// How many ledger rows the user has.
+    pub async fn ledger_rows(&self, user: &str) -> usize {
+        let (status, rows) = self.get(&format!("/api/users/{user}/ledger?limit=500")).await;
+        assert_eq!(status, StatusCode::OK, "{rows}");
+        rows.as_array().expect("a list").len()
+    }
+
     /// A second store on the same database and catalogue: another tally process.
     pub async fn second_store(&self) -> Store {
         Store::connect(&self.database_url, std::sync::Arc::new(self.store.catalogue().clone())).await.unwrap()
@@ -398,7 +422,12 @@ impl TestApp {
 
     /// A user's token, as the host app would issue it.
     pub fn token(&self, user: &str) -> String {
-        Sessions::new(JWT_SECRET).issue(user, now() + 3600)
+        host_token(&json!({ "sub": user, "exp": now() + 3600 }))
+    }
+
+    /// POSTs JSON to a user route with `token`.
+    pub async fn post_as_token(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        answer(self.client.post(format!("{}{path}", self.address)).bearer_auth(token).json(body)).await
     }
 
     /// POSTs JSON to a user route as `user`.

@@ -14,6 +14,8 @@ mod catalogue;
 mod checkout;
 mod concurrency;
 mod credits;
+mod hostile_input;
+mod limits;
 mod localstripe;
 mod prorations_late_and_foreign_events;
 mod reservations;
