@@ -4,7 +4,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::{Claims, LEEWAY_SECS, TokenError, User, algorithm};
+use crate::{Claims, TokenError, User, algorithm, validation};
 
 /// The audience Supabase puts in its users' tokens.
 pub const DEFAULT_AUDIENCE: &str = "authenticated";
@@ -29,16 +29,7 @@ pub struct UserTokens {
 
 impl UserTokens {
     pub fn new(settings: &TokenSettings) -> UserTokens {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_audience(&[&settings.audience]);
-        let mut required = vec!["exp", "sub", "aud"];
-        if let Some(issuer) = &settings.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
+        let validation = validation(&settings.audience, settings.issuer.as_deref());
         let hs256 = settings.hs256_secret.as_deref().map(|secret| {
             DecodingKey::from_secret(secret.as_bytes()).expect("AUTH_JWT_SECRET is never empty (config checks it)")
         });
