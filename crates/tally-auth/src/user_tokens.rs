@@ -116,6 +116,10 @@ mod tests {
         assert!(with(json!({ "exp": now() - 10 })).is_ok(), "within the leeway");
         assert_eq!(with(json!({ "exp": null })), Err(TokenError::Claim("exp".into())));
         assert_eq!(with(json!({ "exp": 1e308 })), Err(TokenError::Claim("exp".into())));
+        // A NumericDate may have fractional seconds (RFC 7519 §2); the fuzzer's jwt target
+        // assumed otherwise.
+        assert!(with(json!({ "exp": now() as f64 + 3600.5 })).is_ok());
+        assert_eq!(with(json!({ "exp": now() as f64 - 60.5 })), Err(TokenError::Expired));
         assert_eq!(with(json!({ "nbf": now() + 120 })), Err(TokenError::NotYetValid));
         assert!(with(json!({ "nbf": now() + 10 })).is_ok(), "within the leeway");
         assert_eq!(with(json!({ "aud": "service_role" })), Err(TokenError::Audience));
