@@ -2,7 +2,7 @@
 //! JSON into `tally_core::requests`) and checked by the same `validate`.
 //!
 //! Beyond "no panic": `validate` accepts exactly the bodies within CONTRACT §3 (ids 1
-//! to 255 bytes, not blank, no control characters; a reason of at most 500 characters
+//! to 255 bytes, not blank, no control nor bidirectional formatting characters; a reason of at most 500 characters
 //! without NUL; amounts 1 to 10^12, a commit's 0 to 10^12; a hold's ttl 1 s to a day),
 //! restated here independently, and what it accepts is the body's values unchanged
 //! (defaults filled in), so the store gets nothing outside the limits.
@@ -57,9 +57,15 @@ fuzz_target!(|body: &[u8]| {
     }
 });
 
-/// A user id or idempotency key: 1 to 255 bytes, not only blanks, no control characters.
+/// A user id or idempotency key: 1 to 255 bytes, not only blanks, no control nor
+/// bidirectional formatting characters.
 fn id(s: &str) -> bool {
-    (1..=255).contains(&s.len()) && !s.chars().all(char::is_whitespace) && !s.chars().any(char::is_control)
+    (1..=255).contains(&s.len()) && !s.chars().all(char::is_whitespace) && !s.chars().any(|c| c.is_control() || bidi(c))
+}
+
+/// U+061C, U+200E, U+200F, U+202A to U+202E and U+2066 to U+2069.
+fn bidi(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn reason_ok(s: &str) -> bool {

@@ -4,13 +4,14 @@
 //!
 //! Beyond "no panic": an event that passes the edge's checks stores only strings within
 //! the input limits (every id the normalized event carries, enumerated here field by
-//! field so that a new field cannot slip past unchecked), and no NUL anywhere.
+//! field so that a new field cannot slip past unchecked), no NUL anywhere, and only
+//! times from 1970 to 9999.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tally_core::event::{CheckoutSession, Invoice, Owner, PlanLine, Subscription};
-use tally_core::input::MAX_ID_BYTES;
+use tally_core::input::{MAX_ID_BYTES, MAX_TIME};
 use tally_core::{BillingEvent, EventKind};
 use tally_stripe::parse::checkout_session;
 use tally_stripe::parse_event;
@@ -21,7 +22,10 @@ fuzz_target!(|body: &[u8]| {
             within_limits("id", &parsed.id);
             within_limits("type", &parsed.event_type);
             match &parsed.event {
-                Ok(event) => stored_ids(event).into_iter().for_each(|(field, id)| within_limits(field, id)),
+                Ok(event) => {
+                    stored_ids(event).into_iter().for_each(|(field, id)| within_limits(field, id));
+                    times_within_limits(event);
+                }
                 Err(note) => assert!(!note.contains('\0'), "a NUL in the note {note:?}"),
             }
         }
@@ -38,11 +42,35 @@ fuzz_target!(|body: &[u8]| {
     }
 });
 
-/// CONTRACT §3: 1 to 255 bytes, not blank, no control characters (so no NUL).
+/// CONTRACT §3: 1 to 255 bytes, not blank, no control nor bidirectional formatting
+/// characters (so no NUL).
 fn within_limits(field: &str, value: &str) {
     assert!(!value.trim().is_empty(), "{field} is blank: {value:?}");
     assert!(value.len() <= MAX_ID_BYTES, "{field} is {} bytes", value.len());
     assert!(!value.chars().any(char::is_control), "{field} has a control character: {value:?}");
+    assert!(!value.chars().any(is_bidi), "{field} has a bidirectional formatting character: {value:?}");
+}
+
+/// U+061C, U+200E, U+200F, U+202A to U+202E and U+2066 to U+2069.
+fn is_bidi(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Every time an event that passed the edge carries is a unix time from 1970 to 9999.
+fn times_within_limits(event: &BillingEvent) {
+    let mut times = vec![Some(event.created)];
+    match &event.kind {
+        EventKind::InvoicePaid(i) | EventKind::InvoicePaymentFailed(i) => {
+            times.extend(i.plan_lines.iter().flat_map(|l| [l.period_start, l.period_end]));
+        }
+        EventKind::SubscriptionChanged(s) | EventKind::SubscriptionDeleted(s) => {
+            times.extend([s.start_date, s.current_period_start, s.current_period_end]);
+        }
+        _ => {}
+    }
+    for t in times.into_iter().flatten() {
+        assert!((0..=MAX_TIME).contains(&t), "a time of {t} passed the edge");
+    }
 }
 
 /// Every string of the event that the store writes, each field named so that adding
