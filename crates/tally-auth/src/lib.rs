@@ -103,3 +103,20 @@ fn algorithm(token: &str) -> Result<jsonwebtoken::Algorithm, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     Ok(header.alg)
 }
+
+/// The rules both kinds of token are held to: HS256, `exp` required and `nbf` honoured
+/// with [`LEEWAY_SECS`], `sub` required, `aud` required to be `audience`, and `iss` to be
+/// `issuer` when there is one.
+fn validation(audience: &str, issuer: Option<&str>) -> jsonwebtoken::Validation {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    validation.set_audience(&[audience]);
+    let mut required = vec!["exp", "sub", "aud"];
+    if let Some(issuer) = issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}

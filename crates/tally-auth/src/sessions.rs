@@ -6,7 +6,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 
-use crate::{Claims, LEEWAY_SECS, TokenError, User, algorithm};
+use crate::{Claims, TokenError, User, algorithm, validation};
 
 /// The `aud` of tally's session tokens.
 pub const SESSION_AUDIENCE: &str = "tally-session";
@@ -32,11 +32,7 @@ struct SessionClaims<'a> {
 impl Sessions {
     /// Sessions signed with `key` (32 random bytes tally made, hex).
     pub fn new(key: &str) -> Sessions {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_audience(&[SESSION_AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        let validation = validation(SESSION_AUDIENCE, None);
         Sessions {
             encoding: EncodingKey::from_secret(key.as_bytes()).expect("tally's session key is never empty"),
             decoding: DecodingKey::from_secret(key.as_bytes()).expect("tally's session key is never empty"),

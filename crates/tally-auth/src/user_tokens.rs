@@ -4,7 +4,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::{Claims, LEEWAY_SECS, TokenError, User, algorithm};
+use crate::{Claims, TokenError, User, algorithm, validation};
 
 /// The audience Supabase puts in its users' tokens.
 pub const DEFAULT_AUDIENCE: &str = "authenticated";
@@ -29,16 +29,7 @@ pub struct UserTokens {
 
 impl UserTokens {
     pub fn new(settings: &TokenSettings) -> UserTokens {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_audience(&[&settings.audience]);
-        let mut required = vec!["exp", "sub", "aud"];
-        if let Some(issuer) = &settings.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
+        let validation = validation(&settings.audience, settings.issuer.as_deref());
         let hs256 = settings.hs256_secret.as_deref().map(|secret| {
             DecodingKey::from_secret(secret.as_bytes()).expect("AUTH_JWT_SECRET is never empty (config checks it)")
         });
@@ -125,6 +116,10 @@ mod tests {
         assert!(with(json!({ "exp": now() - 10 })).is_ok(), "within the leeway");
         assert_eq!(with(json!({ "exp": null })), Err(TokenError::Claim("exp".into())));
         assert_eq!(with(json!({ "exp": 1e308 })), Err(TokenError::Claim("exp".into())));
+        // A NumericDate may have fractional seconds (RFC 7519 §2); the fuzzer's jwt target
+        // assumed otherwise.
+        assert!(with(json!({ "exp": now() as f64 + 3600.5 })).is_ok());
+        assert_eq!(with(json!({ "exp": now() as f64 - 60.5 })), Err(TokenError::Expired));
         assert_eq!(with(json!({ "nbf": now() + 120 })), Err(TokenError::NotYetValid));
         assert!(with(json!({ "nbf": now() + 10 })).is_ok(), "within the leeway");
         assert_eq!(with(json!({ "aud": "service_role" })), Err(TokenError::Audience));
