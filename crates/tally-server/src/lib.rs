@@ -30,13 +30,25 @@ pub const DEV_WEBHOOK_SECRET_KEY: &str = "dev_webhook_secret";
 /// every replica.
 const SESSION_KEY: &str = "session_key";
 
-/// Records and applies an event read from `payload`: the one path of webhooks, `tally
-/// sync` and `tally replay`.
+/// Why an event was not recorded: it is past the input limits (CONTRACT §3), which
+/// retrying cannot change, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Invalid(#[from] tally_core::input::InvalidField),
+    #[error(transparent)]
+    Store(#[from] tally_store::StoreError),
+}
+
+/// Checks an event read from `payload` against the input limits (ids, type, times),
+/// then records and applies it: the one path of webhooks, `tally sync` and `tally
+/// replay`, so that none of them stores what the limits refuse.
 pub async fn ingest_parsed(
     store: &Store,
     parsed: &tally_stripe::ParsedEvent,
     payload: &str,
-) -> Result<tally_store::IngestOutcome, tally_store::StoreError> {
+) -> Result<tally_store::IngestOutcome, IngestError> {
+    parsed.check_limits()?;
     let event = tally_store::NewEvent {
         id: &parsed.id,
         event_type: &parsed.event_type,
@@ -45,7 +57,7 @@ pub async fn ingest_parsed(
         payload,
         event: parsed.event.as_ref().map_err(String::as_str),
     };
-    store.ingest(event).await
+    Ok(store.ingest(event).await?)
 }
 
 /// A tally server bound to its port, ready to run.

@@ -36,8 +36,15 @@ pub async fn sync(stripe: &StripeClient, store: &Store, since: i64) -> Result<Sy
             *report.entry("unreadable").or_default() += 1;
             continue;
         };
-        let result = crate::ingest_parsed(store, &parsed, payload).await?;
-        *report.entry(result.outcome.as_str()).or_default() += 1;
+        match crate::ingest_parsed(store, &parsed, payload).await {
+            Ok(result) => *report.entry(result.outcome.as_str()).or_default() += 1,
+            // Past the input limits, as a webhook would be: counted, not stored.
+            Err(crate::IngestError::Invalid(e)) => {
+                tracing::warn!(event = %parsed.id, error = %e, "event from Stripe past the input limits");
+                *report.entry("invalid").or_default() += 1;
+            }
+            Err(crate::IngestError::Store(e)) => return Err(e.into()),
+        }
     }
     Ok(report)
 }

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tally_store::IngestOutcome;
 
-use crate::{ApiError, AppState, limits, metrics};
+use crate::{ApiError, AppState, IngestError, limits, metrics};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -65,16 +65,18 @@ async fn ingest(
         .verify(&body, signature, tally_store::now())
         .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
-    // Ids past the input limits (a NUL byte, 10 KB) and times past the calendar are
-    // refused here, before the database.
-    parsed.check_limits().map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     let result = crate::ingest_parsed(&state.store, &parsed, payload).await.map_err(|e| {
         tracing::warn!(event = %parsed.id, error = %e, "webhook not stored");
-        // Mapped like every store error: an outage is a 503 (Stripe retries), a refusal
-        // that retrying cannot change is not reported as one.
-        ApiError::from(e)
+        match e {
+            // Ids past the input limits (a NUL byte, 10 KB) and times past the calendar,
+            // refused before the database.
+            IngestError::Invalid(e) => ApiError::bad_request("invalid_event", e.to_string()),
+            // Mapped like every store error: an outage is a 503 (Stripe retries), a
+            // refusal that retrying cannot change is not reported as one.
+            IngestError::Store(e) => ApiError::from(e),
+        }
     })?;
     tracing::info!(event = %parsed.id, kind = %parsed.event_type, outcome = result.outcome.as_str(), "webhook");
     Ok((parsed.id, result))
