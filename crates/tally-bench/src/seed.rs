@@ -14,7 +14,12 @@ pub const SPREAD_CREDITS: i64 = 100;
 
 pub async fn pool(url: &str) -> anyhow::Result<AnyPool> {
     sqlx::any::install_default_drivers();
-    Ok(AnyPoolOptions::new().max_connections(2).connect(url).await?)
+    let url = match url.starts_with("postgres") {
+        // tally's tables are in its own schema (TALLY_DB_SCHEMA, default here).
+        true => tally_store::postgres::url_in_schema(url, tally_store::postgres::DEFAULT_SCHEMA),
+        false => url.to_owned(),
+    };
+    Ok(AnyPoolOptions::new().max_connections(2).connect(&url).await?)
 }
 
 /// Accounts u0..u{users-1} with the free allowance, and the hot user with a large top-up.

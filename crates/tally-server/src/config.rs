@@ -18,6 +18,8 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    /// `TALLY_DB_SCHEMA` and `TALLY_SYNC_PROFILES` (Postgres).
+    pub store: tally_store::StoreOptions,
     pub stripe_secret_key: Option<String>,
     /// Several during a rotation; empty means "use the dev secret".
     pub webhook_secrets: Vec<String>,
@@ -51,7 +53,8 @@ pub struct Config {
 impl Config {
     /// Connects to the configured database, with the configured catalogue.
     pub async fn connect_store(&self) -> Result<tally_store::Store, tally_store::StoreError> {
-        tally_store::Store::connect(&self.database_url, std::sync::Arc::new(self.catalogue.clone())).await
+        let catalogue = std::sync::Arc::new(self.catalogue.clone());
+        tally_store::Store::connect_with(&self.database_url, catalogue, &self.store).await
     }
 
     /// What the host app's user tokens must be.
@@ -89,6 +92,24 @@ impl Config {
                 "DATABASE_URL",
                 format!("expected postgres://... or sqlite://..., got {database_url:?}"),
             ));
+        }
+
+        let on_postgres = !database_url.starts_with("sqlite:");
+        let schema = get("TALLY_DB_SCHEMA").unwrap_or_else(|| tally_store::postgres::DEFAULT_SCHEMA.to_owned());
+        tally_store::postgres::check_identifier(&schema).map_err(|e| invalid("TALLY_DB_SCHEMA", e))?;
+        let sync_profiles = get("TALLY_SYNC_PROFILES");
+        if let Some(table) = &sync_profiles {
+            tally_store::profiles::parse_table_name(table).map_err(|e| invalid("TALLY_SYNC_PROFILES", e))?;
+            if !on_postgres {
+                return Err(invalid("TALLY_SYNC_PROFILES", "needs a Postgres DATABASE_URL (the app's table)".into()));
+            }
+            let (table_schema, _) = tally_store::profiles::parse_table_name(table).expect("checked above");
+            if table_schema == schema {
+                return Err(invalid(
+                    "TALLY_SYNC_PROFILES",
+                    format!("{table} is in tally's own schema {schema:?}; name the app's table"),
+                ));
+            }
         }
 
         let stripe_secret_key = get("STRIPE_SECRET_KEY");
@@ -196,6 +217,7 @@ impl Config {
 
         Ok(Config {
             database_url,
+            store: tally_store::StoreOptions { schema, sync_profiles },
             stripe_secret_key,
             webhook_secrets,
             catalogue,
@@ -273,6 +295,9 @@ mod tests {
             ("STRIPE_PRO_PRICE_ID", "price 1"),
             ("TALLY_MAX_CONNECTIONS", "0"),
             ("TALLY_MAX_CONNECTIONS", "many"),
+            ("TALLY_DB_SCHEMA", "Tally"),
+            ("TALLY_DB_SCHEMA", "tally; drop schema public"),
+            ("TALLY_SYNC_PROFILES", "public.profiles"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);
@@ -289,6 +314,19 @@ mod tests {
         let long = "s".repeat(32);
         assert_eq!(config(&[("AUTH_JWT_SECRET", long.as_str())]).unwrap().jwt_secret.as_deref(), Some(long.as_str()));
         assert!(config(&[]).unwrap().jwt_secret.is_none(), "unset: dev mode");
+    }
+
+    #[test]
+    fn tables_live_in_their_own_schema_and_profiles_sync_is_postgres_only() {
+        let postgres = ("DATABASE_URL", "postgres://db/app");
+        assert_eq!(config(&[postgres]).unwrap().store.schema, "tally");
+        assert_eq!(config(&[postgres, ("TALLY_DB_SCHEMA", "billing")]).unwrap().store.schema, "billing");
+        let synced = config(&[postgres, ("TALLY_SYNC_PROFILES", "public.profiles")]).unwrap();
+        assert_eq!(synced.store.sync_profiles.as_deref(), Some("public.profiles"));
+        for table in ["tally.profiles", "public.profiles;--", "a.b.c"] {
+            let err = config(&[postgres, ("TALLY_SYNC_PROFILES", table)]).unwrap_err();
+            assert_eq!(err.name, "TALLY_SYNC_PROFILES", "{table}");
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod writes;
 mod error;
 mod migrate;
 pub mod postgres;
+pub mod profiles;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ use tally_core::Catalogue;
 pub use audit::{Audit, Drift};
 pub use clock::Granted;
 pub use handoffs::Handoff;
+pub use profiles::ProfilesTable;
 pub use writer::Stats as WriteStats;
 use writer::Writer;
 
@@ -60,11 +62,30 @@ pub enum Backend {
     Sqlite,
 }
 
+/// Where on Postgres tally keeps its tables, and what else it writes (SQLite is a file of
+/// tally's own, so neither applies to it).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `TALLY_DB_SCHEMA`: the schema of tally's tables.
+    pub schema: String,
+    /// `TALLY_SYNC_PROFILES`: the app's table (`schema.table`) that also gets each
+    /// changed account's tier, credits and Stripe customer.
+    pub sync_profiles: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { schema: postgres::DEFAULT_SCHEMA.to_owned(), sync_profiles: None }
+    }
+}
+
 /// A connection pool to tally's database.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Postgres: the schema of tally's tables.
+    schema: Arc<str>,
     /// What the plans and packs are worth: the rules decide with it.
     catalogue: Arc<Catalogue>,
     /// Every webhook and spend is written through it, in batches.
@@ -75,15 +96,38 @@ impl Store {
     /// Connects to `postgres://...` or `sqlite://...` (the file is created if missing);
     /// every credit rule this store applies uses `catalogue`.
     pub async fn connect(url: &str, catalogue: Arc<Catalogue>) -> Result<Store, StoreError> {
+        Store::connect_with(url, catalogue, &StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`], with tally's tables in `options.schema` on Postgres, and the
+    /// app's profiles table (if any) checked and kept in step.
+    pub async fn connect_with(
+        url: &str,
+        catalogue: Arc<Catalogue>,
+        options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (pool, backend) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (postgres::connect(url).await?, Backend::Postgres)
+            (postgres::connect(url, &options.schema).await?, Backend::Postgres)
         } else if url.starts_with("sqlite:") {
+            if options.sync_profiles.is_some() {
+                return Err(StoreError::Invalid("TALLY_SYNC_PROFILES needs a Postgres DATABASE_URL".into()));
+            }
             (sqlite::connect(url).await?, Backend::Sqlite)
         } else {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
-        Ok(Store { writer: Writer::start(pool.clone(), catalogue.clone()), pool, backend, catalogue })
+        let profiles = match &options.sync_profiles {
+            Some(name) => Some(Arc::new(ProfilesTable::find(&pool, name, &catalogue).await?)),
+            None => None,
+        };
+        Ok(Store {
+            writer: Writer::start(pool.clone(), catalogue.clone(), profiles),
+            pool,
+            backend,
+            schema: Arc::from(options.schema.as_str()),
+            catalogue,
+        })
     }
 
     pub fn catalogue(&self) -> &Catalogue {
@@ -102,8 +146,8 @@ impl Store {
     /// Brings the schema up to date.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
-            Backend::Postgres => migrate::run(&self.pool, postgres::MIGRATIONS, postgres::MIGRATION_LOCK).await,
-            Backend::Sqlite => migrate::run(&self.pool, sqlite::MIGRATIONS, None).await,
+            Backend::Postgres => postgres::migrate(&self.pool, &self.schema).await,
+            Backend::Sqlite => sqlite::migrate(&self.pool).await,
         }
     }
 

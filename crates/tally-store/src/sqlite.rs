@@ -15,7 +15,16 @@ pub const MIGRATIONS: Migrations = &[
     (20261127000003, include_str!("../migrations/common/20261127000003_funded_at.sql")),
     (20261201000004, include_str!("../migrations/common/20261201000004_catalogue.sql")),
     (20261202000005, include_str!("../migrations/common/20261202000005_handoffs.sql")),
+    (20261202000006, include_str!("../migrations/sqlite/20261202000006_profiles.sql")),
 ];
+
+/// Brings the file's schema up to date (one connection: nothing runs beside it).
+pub async fn migrate(pool: &AnyPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    crate::migrate::apply(&mut tx, MIGRATIONS).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
 pub async fn connect(url: &str) -> Result<AnyPool, StoreError> {
     let url = if url.contains("mode=") || url.contains(":memory:") {

@@ -18,6 +18,7 @@ use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
 use tally_core::{Account, Catalogue, Entry, EventKind};
 
 use crate::model::{IngestOutcome, SubscriptionView};
+use crate::profiles::{Profile, ProfilesTable};
 use crate::rows::{self, AccountRow};
 use crate::sql::{CHUNK, by_size, fetch_in, insert_rows, unique, value_rows};
 use crate::{StoreError, views};
@@ -44,6 +45,8 @@ pub struct Unit<'c> {
     conn: &'c mut AnyConnection,
     /// Names the free allowance of the accounts it opens, and is what the rules decide by.
     pub catalogue: &'c Catalogue,
+    /// The app's profiles table, written with the accounts.
+    profiles: Option<&'c ProfilesTable>,
     t: i64,
     accounts: HashMap<String, Held>,
     /// Accounts this unit opened (inserted), in order.
@@ -130,6 +133,7 @@ impl<'c> Unit<'c> {
         Unit {
             conn,
             catalogue,
+            profiles: None,
             t: crate::now(),
             accounts: HashMap::new(),
             opened: Vec::new(),
@@ -150,6 +154,12 @@ impl<'c> Unit<'c> {
             conflicts: Vec::new(),
             outcomes: Vec::new(),
         }
+    }
+
+    /// Also writes each changed account into the app's profiles table, when there is one.
+    pub fn syncing(mut self, profiles: Option<&'c ProfilesTable>) -> Unit<'c> {
+        self.profiles = profiles;
+        self
     }
 
     /// The transaction's connection, for the statements of one kind of job (holds).
@@ -562,6 +572,18 @@ impl<'c> Unit<'c> {
                 .bind(t)
         })
         .await?;
+        if let Some(profiles) = self.profiles {
+            let rows: Vec<Profile> = rows
+                .iter()
+                .map(|h| Profile {
+                    user_id: &h.account.user_id,
+                    tier: h.account.tier.as_str(),
+                    credits: h.account.plan_credits + h.account.topup_credits,
+                    stripe_customer_id: h.customer.as_deref(),
+                })
+                .collect();
+            profiles.write(&mut *self.conn, &rows).await?;
+        }
         Ok(())
     }
 
@@ -722,7 +744,7 @@ mod tests {
         sqlx::any::install_default_drivers();
         let path = std::env::temp_dir().join(format!("tally-unit-{}-{}.db", std::process::id(), rand::random::<u64>()));
         let pool = crate::sqlite::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-        crate::migrate::run(&pool, crate::sqlite::MIGRATIONS, None).await.unwrap();
+        crate::sqlite::migrate(&pool).await.unwrap();
         pool
     }
 

@@ -20,6 +20,7 @@ use crate::credits::{Once, apply_link, apply_once};
 use crate::holds::{Hold, apply_hold};
 use crate::ingest::{Delivery, Inbox};
 use crate::model::{Billing, IngestOutcome, Reservation, ReservationState};
+use crate::profiles::ProfilesTable;
 use crate::unit::Unit;
 use crate::views::billing;
 
@@ -102,10 +103,11 @@ pub struct Stats {
 
 impl Writer {
     /// Starts the writer; it stops when the last handle is dropped.
-    pub fn start(pool: AnyPool, catalogue: Arc<Catalogue>) -> Writer {
+    pub fn start(pool: AnyPool, catalogue: Arc<Catalogue>, profiles: Option<Arc<ProfilesTable>>) -> Writer {
         let (queue, waiting) = mpsc::channel(4 * MAX_BATCH);
         let stats = Arc::new(Stats::default());
-        tokio::spawn(run(pool, catalogue, waiting, stats.clone()));
+        let rules = Arc::new(Rules { catalogue, profiles });
+        tokio::spawn(run(pool, rules, waiting, stats.clone()));
         Writer { queue, stats }
     }
 
@@ -120,30 +122,31 @@ impl Writer {
     }
 }
 
+/// What every batch writes by: the catalogue the rules decide with, and the app's
+/// profiles table to keep in step, if any.
+struct Rules {
+    catalogue: Arc<Catalogue>,
+    profiles: Option<Arc<ProfilesTable>>,
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable("the writer stopped".into())
 }
 
-async fn run(pool: AnyPool, catalogue: Arc<Catalogue>, mut waiting: mpsc::Receiver<(Work, Reply)>, stats: Arc<Stats>) {
+async fn run(pool: AnyPool, rules: Arc<Rules>, mut waiting: mpsc::Receiver<(Work, Reply)>, stats: Arc<Stats>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (jobs, replies): (Vec<Work>, Vec<Reply>) = std::mem::take(&mut batch).into_iter().unzip();
         // A batch runs as its own task so that a panic ends that batch (its requests see
         // the writer stopped) and not the writer.
-        let _ = tokio::spawn(write_and_answer(pool.clone(), catalogue.clone(), jobs, replies, stats.clone())).await;
+        let _ = tokio::spawn(write_and_answer(pool.clone(), rules.clone(), jobs, replies, stats.clone())).await;
     }
 }
 
-async fn write_and_answer(
-    pool: AnyPool,
-    catalogue: Arc<Catalogue>,
-    jobs: Vec<Work>,
-    replies: Vec<Reply>,
-    stats: Arc<Stats>,
-) {
+async fn write_and_answer(pool: AnyPool, rules: Arc<Rules>, jobs: Vec<Work>, replies: Vec<Reply>, stats: Arc<Stats>) {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    match write(&pool, &catalogue, &jobs).await {
+    match write(&pool, &rules, &jobs).await {
         Ok(answers) => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
@@ -163,7 +166,7 @@ async fn write_and_answer(
             tracing::warn!(error = %e, jobs = jobs.len(), "batch failed; writing its jobs one by one");
             stats.split.fetch_add(1, Ordering::Relaxed);
             for (job, reply) in jobs.into_iter().zip(replies) {
-                let answer = write(&pool, &catalogue, std::slice::from_ref(&job)).await.and_then(|mut a| a.remove(0));
+                let answer = write(&pool, &rules, std::slice::from_ref(&job)).await.and_then(|mut a| a.remove(0));
                 let _ = reply.send(answer);
             }
         }
@@ -176,15 +179,11 @@ async fn write_and_answer(
 }
 
 /// Applies the jobs in one transaction; a job the rules refuse gets its own error.
-async fn write(
-    pool: &AnyPool,
-    catalogue: &Catalogue,
-    jobs: &[Work],
-) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+async fn write(pool: &AnyPool, rules: &Rules, jobs: &[Work]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let start = std::time::Instant::now();
     let result = async {
         let mut tx = pool.begin().await?;
-        let answers = apply(&mut tx, catalogue, jobs).await?;
+        let answers = apply(&mut tx, rules, jobs).await?;
         tx.commit().await?;
         Ok(answers)
     }
@@ -226,13 +225,13 @@ impl Pending {
 /// batch's.
 async fn apply(
     conn: &mut AnyConnection,
-    catalogue: &Catalogue,
+    rules: &Rules,
     jobs: &[Work],
 ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let deliveries: Vec<&Delivery> = jobs.iter().filter_map(Work::delivery).collect();
     let mut inbox = Inbox::claim(conn, &deliveries).await?;
     let to_apply = inbox.to_apply(&deliveries);
-    let mut unit = Unit::new(conn, catalogue);
+    let mut unit = Unit::new(conn, &rules.catalogue).syncing(rules.profiles.as_deref());
     // Accounts known before the jobs run are locked together, up front.
     let users: Vec<&str> = jobs.iter().filter_map(Work::user_id).collect();
     let references: Vec<String> = jobs.iter().flat_map(Work::references).collect();

@@ -126,7 +126,11 @@ fn kill_and_restart(
 /// empties the plan bucket is two rows, one per bucket, under one reference.
 async fn spend_rows(database_url: &str) -> (i64, i64, i64) {
     sqlx::any::install_default_drivers();
-    let mut conn = AnyConnection::connect(database_url).await.unwrap();
+    let url = match database_url.starts_with("postgres") {
+        true => tally_store::postgres::url_in_schema(database_url, tally_store::postgres::DEFAULT_SCHEMA),
+        false => database_url.to_owned(),
+    };
+    let mut conn = AnyConnection::connect(&url).await.unwrap();
     let spends = format!("from ledger where user_id = '{USER}' and reference like 'spend:%'");
     let sql = format!(
         "select count(distinct reference), count(*) - (select count(*) from \

@@ -226,7 +226,7 @@ impl Db {
     }
 
     /// A fresh, empty database; returns its URL.
-    async fn fresh(&self) -> String {
+    pub async fn fresh(&self) -> String {
         let n = unique();
         match &self.backend {
             Backend::Sqlite => {
@@ -325,7 +325,11 @@ pub async fn spawn_app_with(db: Db, extra: &[(&str, &str)]) -> TestApp {
 /// A tally with the suite's settings, `extra` overriding them, and `adjust` changing
 /// what no variable sets (the connection deadlines).
 pub async fn spawn_app_configured(db: Db, extra: &[(&str, &str)], adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let database_url = db.fresh().await;
+    // A test that shares one database between tallys names it; the others get their own.
+    let database_url = match extra.iter().find(|(k, _)| *k == "DATABASE_URL") {
+        Some((_, url)) => (*url).to_owned(),
+        None => db.fresh().await,
+    };
     let catalogue = db.catalogue_settings();
     let mut base = vec![
         ("DATABASE_URL", database_url.as_str()),

@@ -19,6 +19,7 @@ mod limits;
 mod localstripe;
 mod prorations_late_and_foreign_events;
 mod reservations;
+mod shared_database;
 mod subscriptions;
 mod sync;
 mod topups;
