@@ -67,8 +67,7 @@ async fn poison_spend_key(app: &TestApp) {
                    begin select raise(abort, 'poisoned'); end";
         sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
     } else {
-        let mut conn =
-            PgConnection::connect(&tally_store::postgres::url_in_schema(&app.database_url, "tally")).await.unwrap();
+        let mut conn = PgConnection::connect(&app.tables_url()).await.unwrap();
         let sql = "create function poison() returns trigger language plpgsql as $$
                    begin if new.reference = 'spend:poison' then raise exception 'poisoned'; end if; return new; end $$;
                    create trigger poison before insert on ledger for each row execute function poison();";
@@ -92,9 +91,7 @@ impl WriteBlock {
                 WriteBlock::Sqlite(conn)
             }
             None => {
-                let mut conn = PgConnection::connect(&tally_store::postgres::url_in_schema(&app.database_url, "tally"))
-                    .await
-                    .unwrap();
+                let mut conn = PgConnection::connect(&app.tables_url()).await.unwrap();
                 sqlx::raw_sql("begin").execute(&mut conn).await.unwrap();
                 sqlx::query("select 1 from accounts where user_id = $1 for update")
                     .bind(user)
@@ -207,8 +204,7 @@ impl Hold {
             sqlx::raw_sql("begin exclusive").execute(&mut conn).await.unwrap();
             Hold::Sqlite(conn)
         } else {
-            let mut conn =
-                PgConnection::connect(&tally_store::postgres::url_in_schema(&app.database_url, "tally")).await.unwrap();
+            let mut conn = PgConnection::connect(&app.tables_url()).await.unwrap();
             sqlx::raw_sql("begin").execute(&mut conn).await.unwrap();
             sqlx::query("update accounts set updated_at = updated_at where user_id = $1")
                 .bind(user)

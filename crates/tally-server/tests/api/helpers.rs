@@ -356,6 +356,15 @@ pub async fn spawn_app_configured(db: Db, extra: &[(&str, &str)], adjust: impl F
 }
 
 impl TestApp {
+    /// The database URL for a connection of the test's own that reads tally's tables
+    /// (on Postgres they are in tally's schema, not on the search path of a plain one).
+    pub fn tables_url(&self) -> String {
+        match self.database_url.starts_with("postgres") {
+            true => tally_store::postgres::url_in_schema(&self.database_url, tally_store::postgres::DEFAULT_SCHEMA),
+            false => self.database_url.clone(),
+        }
+    }
+
     /// Posts `event` signed with the configured secret; returns the status and body.
     pub async fn post_event(&self, event: &Value) -> (StatusCode, Value) {
         let body = event.to_string();

@@ -160,7 +160,7 @@ fn bearer(token: &str) -> String {
 /// Rows of every table a request could have written money or state to.
 async fn stored_rows(app: &TestApp) -> Vec<(&'static str, i64)> {
     sqlx::any::install_default_drivers();
-    let mut conn = AnyConnection::connect(&app.database_url).await.unwrap();
+    let mut conn = AnyConnection::connect(&app.tables_url()).await.unwrap();
     let mut counts = Vec::new();
     for table in ["events", "ledger", "accounts", "reservations", "subscriptions", "topups"] {
         let sql = format!("select count(*) from {table}");
