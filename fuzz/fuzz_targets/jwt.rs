@@ -30,7 +30,7 @@ const JWKS: &str = r#"{"keys":[
 struct Fixed;
 
 impl KeySource for Fixed {
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
+    fn fetch(&self) -> BoxFuture<'static, Result<Vec<u8>, FetchError>> {
         Box::pin(std::future::ready(Ok(JWKS.as_bytes().to_vec())))
     }
 }

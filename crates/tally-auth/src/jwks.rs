@@ -18,7 +18,8 @@
 //! [`JwksTimings::max_age`] (10 minutes) is fetched again by the next verification
 //! (within the same once-a-minute budget), so a key dropped from the document stops being
 //! accepted within about ten minutes. A fetch that fails, or a document that does not
-//! parse, keeps the keys there were.
+//! parse, keeps the keys there were. A fetch outlives the verification that started it
+//! (see [`Jwks`]'s `fetching`).
 //!
 //! How the document is fetched is the caller's ([`KeySource`]): tally-auth has no HTTP
 //! client, so that the fuzzer builds it in a moment.
@@ -41,8 +42,13 @@ const MIN_RSA_MODULUS_BYTES: usize = 256;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where the JWKS document comes from: the bytes of its body, or why there are none.
+///
+/// The future owns what it needs (`'static`): the cache keeps a fetch that is under way
+/// apart from the verification that started it (see [`Jwks`]). It should make progress
+/// without being polled (the server's runs as a task of its own), so that a fetch whose
+/// verification was given up on is done by the time the next one looks.
 pub trait KeySource: Send + Sync {
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>>;
+    fn fetch(&self) -> BoxFuture<'static, Result<Vec<u8>, FetchError>>;
 }
 
 /// Why the JWKS document could not be had (said in the log).
@@ -191,6 +197,9 @@ fn usable(jwk: &Jwk) -> Result<JwksKey, String> {
     Ok(JwksKey { algorithm, key })
 }
 
+/// A fetch that has been started and not yet taken in.
+type InFlight = Option<BoxFuture<'static, Result<Vec<u8>, FetchError>>>;
+
 /// The cached key set and the rules for fetching it again.
 pub struct Jwks {
     source: Box<dyn KeySource>,
@@ -198,8 +207,12 @@ pub struct Jwks {
     clock: Clock,
     cache: Mutex<Cache>,
     /// Held while a fetch is under way: verifications that need one wait here and then
-    /// read what it brought, instead of fetching too.
-    fetching: tokio::sync::Mutex<()>,
+    /// read what it brought, instead of fetching too. The fetch itself is kept here, not
+    /// in the verification that started it: when that one is dropped (its client hung up)
+    /// the next verification that needs the set takes the same fetch over. So hanging up
+    /// can neither spend the once-a-minute budget without the set being taken in (which
+    /// would keep a revoked key alive) nor start more fetches than the budget allows.
+    fetching: tokio::sync::Mutex<InFlight>,
 }
 
 #[derive(Default)]
@@ -230,7 +243,7 @@ impl Jwks {
             timings,
             clock,
             cache: Mutex::new(Cache::default()),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -238,8 +251,8 @@ impl Jwks {
     /// [`JwksTimings::min_refetch`]; the keys there were stay on failure. Returns the
     /// set now held.
     pub async fn refresh(&self) -> Result<Arc<KeySet>, JwksError> {
-        let _fetching = self.fetching.lock().await;
-        self.fetch_if_allowed().await
+        let mut in_flight = self.fetching.lock().await;
+        self.fetch_if_allowed(&mut in_flight).await
     }
 
     /// The key `kid` names, fetching the set again when it does not have it or is past
@@ -251,19 +264,19 @@ impl Jwks {
             // Past its age: one verification refreshes it (unless a fetch is already under
             // way, or was made too recently), the others go on with the keys there are.
             Some(key) => match self.fetching.try_lock() {
-                Ok(_fetching) => {
-                    let _ = self.fetch_if_allowed().await;
+                Ok(mut in_flight) => {
+                    let _ = self.fetch_if_allowed(&mut in_flight).await;
                     self.lookup(kid).key.ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))
                 }
                 Err(_) => Ok(key),
             },
             None => {
-                let _fetching = self.fetching.lock().await;
+                let mut in_flight = self.fetching.lock().await;
                 // A fetch this one waited for may have brought the key.
                 if let Some(key) = self.lookup(kid).key {
                     return Ok(key);
                 }
-                let _ = self.fetch_if_allowed().await;
+                let _ = self.fetch_if_allowed(&mut in_flight).await;
                 self.lookup(kid).key.ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))
             }
         }
@@ -281,22 +294,25 @@ impl Jwks {
         Lookup { key: cache.keys.get(kid).cloned(), stale }
     }
 
-    /// Fetches and takes the set, unless a fetch was started within the budget. The
-    /// caller holds `fetching`.
-    async fn fetch_if_allowed(&self) -> Result<Arc<KeySet>, JwksError> {
-        let now = (self.clock)();
-        {
+    /// Takes in the fetch under way, or else starts one unless one was started within
+    /// the budget, and takes the set it brings. The caller holds `fetching`.
+    async fn fetch_if_allowed(&self, in_flight: &mut InFlight) -> Result<Arc<KeySet>, JwksError> {
+        if in_flight.is_none() {
+            let now = (self.clock)();
             let mut cache = self.cache.lock().expect("the JWKS cache lock is never poisoned");
             if let Some(at) = cache.attempted_at
                 && now.saturating_duration_since(at) < self.timings.min_refetch
             {
                 return Err(JwksError::TooSoon(self.timings.min_refetch));
             }
-            // Counted before the answer: a fetch that fails, hangs or is given up on spends
-            // the budget too.
+            // Counted before the answer: a fetch that fails or hangs spends the budget too.
             cache.attempted_at = Some(now);
+            *in_flight = Some(self.source.fetch());
         }
-        let fetched = match self.source.fetch().await {
+        // Nothing is awaited after this, so whoever sees the answer takes it in.
+        let answer = in_flight.as_mut().expect("a fetch is under way").await;
+        *in_flight = None;
+        let fetched = match answer {
             Ok(body) => KeySet::parse(&body),
             Err(e) => Err(JwksError::Fetch(e)),
         };
@@ -313,7 +329,7 @@ impl Jwks {
         tracing::info!(keys = set.len(), kids = %set.kids().join(","), "JWKS fetched");
         let mut cache = self.cache.lock().expect("the JWKS cache lock is never poisoned");
         cache.keys = set.clone();
-        cache.fetched_at = Some(now);
+        cache.fetched_at = Some((self.clock)());
         Ok(set)
     }
 }

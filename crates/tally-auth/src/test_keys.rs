@@ -63,16 +63,34 @@ pub fn jwks(keys: &[&TestKey]) -> Vec<u8> {
     json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() }).to_string().into_bytes()
 }
 
-/// A key source whose document the test swaps, and which counts the fetches made.
+/// A key source whose document the test swaps, which counts the fetches made, and
+/// whose fetches can be held until the test lets them answer.
 #[derive(Clone)]
 pub struct FakeSource {
     document: Arc<Mutex<Result<Vec<u8>, FetchError>>>,
     fetches: Arc<AtomicUsize>,
+    answers: Arc<tokio::sync::Semaphore>,
 }
+
+/// As good as no limit on the answers a fetch may give.
+const OPEN: usize = 1 << 20;
 
 impl FakeSource {
     pub fn serving(document: Vec<u8>) -> FakeSource {
-        FakeSource { document: Arc::new(Mutex::new(Ok(document))), fetches: Arc::new(AtomicUsize::new(0)) }
+        FakeSource {
+            document: Arc::new(Mutex::new(Ok(document))),
+            fetches: Arc::new(AtomicUsize::new(0)),
+            answers: Arc::new(tokio::sync::Semaphore::new(OPEN)),
+        }
+    }
+
+    /// Fetches started from now on wait for [`FakeSource::answer`].
+    pub fn hold(&self) {
+        self.answers.forget_permits(OPEN);
+    }
+
+    pub fn answer(&self) {
+        self.answers.add_permits(OPEN);
     }
 
     pub fn serve(&self, document: Vec<u8>) {
@@ -89,15 +107,17 @@ impl FakeSource {
 }
 
 impl KeySource for FakeSource {
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
+    fn fetch(&self) -> BoxFuture<'static, Result<Vec<u8>, FetchError>> {
+        let this = self.clone();
         Box::pin(async move {
-            self.fetches.fetch_add(1, Ordering::SeqCst);
+            this.fetches.fetch_add(1, Ordering::SeqCst);
             // Gives way a few times, as a network fetch would, so that concurrent
             // verifications really do arrive while it is under way.
             for _ in 0..10 {
                 tokio::task::yield_now().await;
             }
-            self.document.lock().unwrap().clone()
+            drop(this.answers.acquire().await.unwrap());
+            this.document.lock().unwrap().clone()
         })
     }
 }

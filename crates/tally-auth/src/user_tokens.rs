@@ -430,6 +430,35 @@ mod jwks_tests {
         assert_eq!(s.source.fetches(), 2);
     }
 
+    /// A client that hangs up while its token waits for a fetch: the fetch is not lost
+    /// (which would spend the minute's budget and keep a revoked key alive) nor started
+    /// again; the next verification that needs the set takes it over.
+    #[tokio::test]
+    async fn a_fetch_whose_verification_is_dropped_is_taken_over_by_the_next() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+
+        let (revoked, new) = (TestKey::es256("revoked"), TestKey::es256("new"));
+        let s = setup(jwks(&[&revoked]), false);
+        s.tokens.jwks().unwrap().refresh().await.unwrap();
+        s.source.serve(jwks(&[&new]));
+        s.source.hold();
+        s.clock.advance(MINUTE);
+        {
+            let token = new.sign(&supabase("u"));
+            let mut hung_up = std::pin::pin!(s.tokens.verify(&token));
+            for _ in 0..20 {
+                let poll = hung_up.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                assert!(poll.is_pending(), "waits for the fetch it started");
+            }
+        }
+        assert_eq!(s.source.fetches(), 2, "the dropped verification had started a fetch");
+        s.source.answer();
+        assert!(s.tokens.verify(&new.sign(&supabase("u"))).await.is_ok());
+        assert_eq!(s.source.fetches(), 2, "taken over, not started again");
+        assert_eq!(s.tokens.verify(&revoked.sign(&supabase("u"))).await, Err(TokenError::UnknownKey("revoked".into())));
+    }
+
     #[tokio::test]
     async fn a_failed_fetch_or_a_broken_document_keeps_the_keys_there_were() {
         let (a, b) = (TestKey::es256("a"), TestKey::es256("b"));

@@ -3,7 +3,9 @@
 //! exchange, at most [`MAX_BODY`] of body (a JWKS is a few keys, a couple of KiB), a
 //! 2xx answer only, and no redirects (the configured URL is the one tally asks, not
 //! wherever an answer points: a redirect is reported as an error, to be fixed in the
-//! setting). How often it is fetched is tally-auth's (`tally_auth::jwks`).
+//! setting). Each fetch runs as a task of its own, so that it is finished even when the
+//! request that started it is dropped (tally-auth takes its answer in at the next
+//! verification). How often it is fetched is tally-auth's (`tally_auth::jwks`).
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BODY: usize = 256 * 1024;
 
 /// `GET AUTH_JWKS_URL`, within the limits above.
+#[derive(Clone)]
 pub struct HttpKeySource {
     client: reqwest::Client,
     url: Url,
@@ -63,8 +66,10 @@ impl HttpKeySource {
 }
 
 impl KeySource for HttpKeySource {
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
-        Box::pin(self.get())
+    fn fetch(&self) -> BoxFuture<'static, Result<Vec<u8>, FetchError>> {
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.get().await });
+        Box::pin(async move { task.await.map_err(|e| FetchError(format!("the JWKS fetch stopped: {e}")))? })
     }
 }
 
