@@ -1,6 +1,7 @@
 //! Who a token names (CONTRACT §2). Two kinds of token, kept apart:
 //! - the host app's user tokens (Supabase-compatible JWTs: `sub` is the user id), sent
-//!   as `Authorization: Bearer`, checked by [`UserTokens`];
+//!   as `Authorization: Bearer`, checked by [`UserTokens`]: HS256 with a shared secret
+//!   and/or ES256 and RS256 with the keys of a JWKS document ([`Jwks`]);
 //! - tally's own sessions, in the billing page's cookie, signed with a key only tally
 //!   holds and checked by [`Sessions`], so that no host-app token ever sits in a cookie
 //!   or a URL.
@@ -8,9 +9,13 @@
 //! Signatures, algorithms and time claims are jsonwebtoken's; what is tally's is which
 //! algorithms, audiences and issuers count, and what a user id may look like.
 
+pub mod jwks;
 mod sessions;
+#[cfg(test)]
+mod test_keys;
 mod user_tokens;
 
+pub use jwks::{FetchError, Jwks, JwksError, JwksTimings, KeySet, KeySource};
 pub use sessions::{SESSION_AUDIENCE, Sessions};
 pub use user_tokens::{DEFAULT_AUDIENCE, TokenSettings, UserTokens};
 
@@ -57,6 +62,11 @@ pub enum TokenError {
     BadSubject(String),
     #[error("no key is configured for this kind of token")]
     NoKey,
+    #[error("the header names no kid, which a JWKS key needs")]
+    NoKeyId,
+    // `{0:?}`: the kid is the caller's, and is logged escaped.
+    #[error("no key {0:?} in the JWKS")]
+    UnknownKey(String),
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -97,18 +107,17 @@ impl Claims {
     }
 }
 
-/// The `alg` of a token's header, read before any key is chosen.
-fn algorithm(token: &str) -> Result<jsonwebtoken::Algorithm, TokenError> {
+/// A token's header, read before any key is chosen.
+fn header(token: &str) -> Result<jsonwebtoken::Header, TokenError> {
     // `none` and names jsonwebtoken does not know fail here, as a header that does not parse.
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    Ok(header.alg)
+    jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)
 }
 
-/// The rules both kinds of token are held to: HS256, `exp` required and `nbf` honoured
-/// with [`LEEWAY_SECS`], `sub` required, `aud` required to be `audience`, and `iss` to be
-/// `issuer` when there is one.
-fn validation(audience: &str, issuer: Option<&str>) -> jsonwebtoken::Validation {
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+/// The rules both kinds of token are held to: `algorithm` only, `exp` required and `nbf`
+/// honoured with [`LEEWAY_SECS`], `sub` required, `aud` required to be `audience`, and
+/// `iss` to be `issuer` when there is one.
+fn validation(algorithm: jsonwebtoken::Algorithm, audience: &str, issuer: Option<&str>) -> jsonwebtoken::Validation {
+    let mut validation = jsonwebtoken::Validation::new(algorithm);
     validation.leeway = LEEWAY_SECS;
     validation.validate_nbf = true;
     validation.set_audience(&[audience]);

@@ -24,7 +24,7 @@ impl FromRequestParts<AppState> for SignedInUser {
         let bearer =
             parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let verified = match bearer {
-            Some(token) => state.user_tokens.verify(token),
+            Some(token) => state.user_tokens.verify(token).await,
             None => {
                 let token = session_cookie(&parts.headers).ok_or(ApiError::Unauthorized("sign in first"))?;
                 if !is_safe(&parts.method) && !same_origin(&parts.headers, &state.public_url) {

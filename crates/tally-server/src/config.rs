@@ -29,7 +29,13 @@ pub struct Config {
     pub bind: SocketAddr,
     pub public_url: String,
     pub api_key: Option<String>,
+    /// `AUTH_JWT_SECRET`: the HS256 secret of the host app's user tokens.
     pub jwt_secret: Option<String>,
+    /// `AUTH_JWKS_URL`: where the ES256 and RS256 keys of the host app's user tokens are
+    /// published.
+    pub jwks_url: Option<reqwest::Url>,
+    /// How often that document may be fetched (tests shorten it).
+    pub jwks_timings: tally_auth::JwksTimings,
     /// `AUTH_JWT_AUDIENCE`: the `aud` a user token must carry.
     pub jwt_audience: String,
     /// `AUTH_JWT_ISSUER`: the `iss` a user token must carry, when set.
@@ -64,6 +70,30 @@ impl Config {
             audience: self.jwt_audience.clone(),
             issuer: self.jwt_issuer.clone(),
         }
+    }
+
+    /// Whether `/dev/login` works: no way to check user tokens (neither AUTH_JWT_SECRET
+    /// nor AUTH_JWKS_URL), a loopback bind (or TALLY_DEV_LOGIN=1) and no live key.
+    pub fn dev_login(&self) -> bool {
+        self.jwt_secret.is_none()
+            && self.jwks_url.is_none()
+            && (self.bind.ip().is_loopback() || self.dev_login_anywhere)
+            && !self.live()
+    }
+
+    /// Whether the JWKS is fetched without TLS from another machine, where anyone on the
+    /// way could hand tally keys of their own (said at start).
+    pub fn jwks_over_plain_http(&self) -> bool {
+        self.jwks_url.as_ref().is_some_and(|url| {
+            let host = url.host_str().unwrap_or_default();
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            url.scheme() == "http" && !loopback
+        })
     }
 
     /// Whether the Stripe key is a live one (real money).
@@ -193,6 +223,13 @@ impl Config {
             }
             Some(secret) => Some(secret),
         };
+        let jwks_url = match lookup("AUTH_JWKS_URL") {
+            None => None,
+            Some(url) if url.trim().is_empty() => {
+                return Err(invalid("AUTH_JWKS_URL", "is set but blank; unset it for dev mode".into()));
+            }
+            Some(url) => Some(jwks_url(url.trim()).map_err(|problem| invalid("AUTH_JWKS_URL", problem))?),
+        };
         let dev_login_anywhere = match get("TALLY_DEV_LOGIN").as_deref() {
             None | Some("0") | Some("false") => false,
             Some("1") | Some("true") => true,
@@ -226,6 +263,8 @@ impl Config {
             public_url: public_url.trim_end_matches('/').to_owned(),
             api_key: get("TALLY_API_KEY"),
             jwt_secret,
+            jwks_url,
+            jwks_timings: tally_auth::JwksTimings::default(),
             jwt_audience: get("AUTH_JWT_AUDIENCE").unwrap_or_else(|| tally_auth::DEFAULT_AUDIENCE.to_owned()),
             jwt_issuer: get("AUTH_JWT_ISSUER"),
             dev_login_anywhere,
@@ -255,6 +294,22 @@ pub fn read_catalogue(path: &Path) -> Result<Catalogue, ConfigError> {
     let invalid = |problem: String| ConfigError { name: "TALLY_CONFIG", problem };
     let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
     Catalogue::from_toml(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
+}
+
+/// `AUTH_JWKS_URL`: an absolute http(s) URL with a host and no credentials (a JWKS is
+/// public; a password in the URL would only end up in logs).
+fn jwks_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("expected an http(s):// URL, got {text:?} ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("expected an http(s):// URL, got {text:?}"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("the URL names no host: {text:?}"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("a JWKS is public: the URL takes no user name or password".into());
+    }
+    Ok(url)
 }
 
 fn is_live_key(key: &str) -> bool {
@@ -327,6 +382,48 @@ mod tests {
             let err = config(&[postgres, ("TALLY_SYNC_PROFILES", table)]).unwrap_err();
             assert_eq!(err.name, "TALLY_SYNC_PROFILES", "{table}");
         }
+    }
+
+    #[test]
+    fn the_jwks_url_is_an_http_url_and_blank_is_an_error() {
+        let supabase = "https://abcdefghijklmnop.supabase.co/auth/v1/.well-known/jwks.json";
+        let c = config(&[("AUTH_JWKS_URL", supabase)]).unwrap();
+        assert_eq!(c.jwks_url.as_ref().map(|u| u.as_str()), Some(supabase));
+        assert!(!c.jwks_over_plain_http());
+        for bad in [
+            "",
+            "   ",
+            "jwks.json",
+            "abcdefghijklmnop.supabase.co/auth/v1",
+            "ftp://example.com/jwks.json",
+            "file:///etc/jwks.json",
+            "https://",
+            "http://user:pw@example.com/jwks.json",
+            "https://exa mple.com/",
+        ] {
+            let err = config(&[("AUTH_JWKS_URL", bad)]).unwrap_err();
+            assert_eq!(err.name, "AUTH_JWKS_URL", "{bad:?}");
+            assert!(err.to_string().starts_with("AUTH_JWKS_URL: ") && !err.to_string().contains('\n'), "{err}");
+        }
+        let plain = |url: &str| config(&[("AUTH_JWKS_URL", url)]).unwrap().jwks_over_plain_http();
+        assert!(plain("http://auth.example.com/jwks.json"));
+        assert!(!plain("http://127.0.0.1:9999/jwks.json"));
+        assert!(!plain("http://localhost:54321/auth/v1/.well-known/jwks.json"));
+        assert!(!plain("http://[::1]:9999/jwks.json"));
+    }
+
+    #[test]
+    fn dev_login_is_on_only_with_neither_a_secret_nor_a_jwks_url() {
+        assert!(config(&[]).unwrap().dev_login());
+        assert!(
+            !config(&[("AUTH_JWKS_URL", "https://x.supabase.co/auth/v1/.well-known/jwks.json")]).unwrap().dev_login()
+        );
+        assert!(!config(&[("AUTH_JWT_SECRET", &"s".repeat(32))]).unwrap().dev_login());
+        assert!(!config(&[("TALLY_BIND", "0.0.0.0:3000")]).unwrap().dev_login());
+        assert!(config(&[("TALLY_BIND", "0.0.0.0:3000"), ("TALLY_DEV_LOGIN", "1")]).unwrap().dev_login());
+        assert!(
+            !config(&[("STRIPE_SECRET_KEY", "sk_live_x"), ("STRIPE_WEBHOOK_SECRET", "whsec_x")]).unwrap().dev_login()
+        );
     }
 
     #[test]

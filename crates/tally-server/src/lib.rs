@@ -8,6 +8,7 @@ mod connections;
 mod error;
 mod extract;
 mod fulfil;
+mod jwks_source;
 pub mod limits;
 mod metrics;
 pub(crate) mod routes;
@@ -84,13 +85,20 @@ impl Application {
         metrics::handle();
         let grant_clock = config.grant_clock;
         let (max_connections, timeouts) = (config.max_connections, config.timeouts);
+        if config.jwks_over_plain_http() {
+            tracing::warn!(
+                "AUTH_JWKS_URL is plain http to another host: whoever is on the way can hand tally keys of their \
+                 own and sign in as anyone; use https"
+            );
+        }
         let state = AppState::new(config, store, &secrets, &session_secret);
         if state.dev_login {
             tracing::warn!(
                 "DEV LOGIN IS ON: whoever reaches this server directly can sign in as any user at /dev/login. \
-                 Set AUTH_JWT_SECRET before it faces anyone"
+                 Set AUTH_JWT_SECRET or AUTH_JWKS_URL before it faces anyone"
             );
         }
+        fetch_jwks(&state).await;
         Ok(Application { listener, state, grant_clock, max_connections, timeouts })
     }
 
@@ -111,6 +119,26 @@ impl Application {
             clock.abort();
         }
         Ok(())
+    }
+}
+
+/// Fetches the JWKS once at start. A failure is a warning, not a stop: HS256 tokens and
+/// the host app's routes work without it, and the first ES256 or RS256 token fetches
+/// again (within the once-a-minute budget).
+async fn fetch_jwks(state: &AppState) {
+    let Some(jwks) = state.user_tokens.jwks() else {
+        return;
+    };
+    match jwks.refresh().await {
+        Ok(set) if set.is_empty() => tracing::warn!(
+            "AUTH_JWKS_URL: the JWKS holds no ES256 or RS256 key tally can use, so such tokens are refused until it does"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "AUTH_JWKS_URL: no keys at start, so ES256 and RS256 tokens are refused until a fetch succeeds \
+             (tried again at most once a minute); HS256 tokens and host-app routes work"
+        ),
     }
 }
 

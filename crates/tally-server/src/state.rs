@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 
-use tally_auth::{Sessions, UserTokens};
+use tally_auth::{Jwks, Sessions, UserTokens};
 use tally_store::Store;
 use tally_stripe::{StripeClient, Verifier};
 
@@ -17,11 +17,12 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
     /// `None` without STRIPE_SECRET_KEY: checkout and portal answer 503.
     pub stripe: Option<StripeClient>,
-    /// The host app's user tokens (Bearer).
+    /// The host app's user tokens (Bearer): HS256 and/or the JWKS's ES256 and RS256.
     pub user_tokens: UserTokens,
     /// tally's own sessions (the billing page's cookie).
     pub sessions: Sessions,
-    /// `/dev/login` works: no AUTH_JWT_SECRET, a loopback bind and no live key.
+    /// `/dev/login` works: neither AUTH_JWT_SECRET nor AUTH_JWKS_URL, a loopback bind and
+    /// no live key.
     pub dev_login: bool,
     pub public_url: Arc<str>,
     pub allow_promotion_codes: bool,
@@ -40,15 +41,18 @@ impl AppState {
         let catalogue_json = Bytes::from(serde_json::to_vec(&store.catalogue().offered()).expect("JSON"));
         let openapi = crate::routes::openapi::document_for(store.catalogue());
         let openapi_json = Bytes::from(serde_json::to_vec(&openapi).expect("JSON"));
+        let mut user_tokens = UserTokens::new(&config.token_settings());
+        if let Some(url) = &config.jwks_url {
+            let source = crate::jwks_source::HttpKeySource::new(url.clone());
+            user_tokens = user_tokens.with_jwks(Arc::new(Jwks::new(source, config.jwks_timings)));
+        }
         AppState {
             catalogue_json,
             openapi_json,
             store,
-            dev_login: config.jwt_secret.is_none()
-                && (config.bind.ip().is_loopback() || config.dev_login_anywhere)
-                && !config.live(),
+            dev_login: config.dev_login(),
             verifier: Arc::new(Verifier::new(webhook_secrets)),
-            user_tokens: UserTokens::new(&config.token_settings()),
+            user_tokens,
             api_key: config.api_key.map(Arc::from),
             stripe,
             sessions: Sessions::new(session_secret),

@@ -30,7 +30,8 @@ fn tally(dir: &Path, port: u16) -> Command {
         if name.starts_with("STRIPE_")
             || name.starts_with("TALLY_")
             || name == "DATABASE_URL"
-            || name == "AUTH_JWT_SECRET"
+            || name.starts_with("AUTH_JWT")
+            || name == "AUTH_JWKS_URL"
         {
             cmd.env_remove(name);
         }

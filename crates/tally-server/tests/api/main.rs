@@ -15,6 +15,7 @@ mod checkout;
 mod concurrency;
 mod credits;
 mod hostile_input;
+mod jwks;
 mod limits;
 mod localstripe;
 mod prorations_late_and_foreign_events;
