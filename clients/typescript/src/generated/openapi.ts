@@ -271,7 +271,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Dev mode only: sign in as any user (refused on a non-loopback bind, with a live key, or with AUTH_JWT_SECRET) */
+        /** Dev mode only: sign in as any user (refused on a non-loopback bind, with a live key, or with AUTH_JWT_SECRET or AUTH_JWKS_URL) */
         get: operations["dev_login"];
         put?: never;
         post?: never;
