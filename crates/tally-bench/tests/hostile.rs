@@ -5,7 +5,7 @@
 use std::process::Command;
 
 #[test]
-fn hostile_smoke_run_holds_connections_while_healthz_and_spends_pass() {
+fn hostile_smoke_run_on_postgres_holds_connections_while_healthz_and_spends_pass() {
     let mut tool = Command::new(env!("CARGO_BIN_EXE_tally-bench"));
     let output = tally_testdb::output_on_server(tool.args(["--hostile", "--smoke"]), "tally_bench_hostile");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 #[test]
-fn smoke_run_passes_its_state_checks() {
+fn smoke_run_on_postgres_passes_its_state_checks() {
     let mut tool = Command::new(env!("CARGO_BIN_EXE_tally-bench"));
     let output = tally_testdb::output_on_server(tool.arg("--smoke"), "tally_bench_smoke");
     let stdout = String::from_utf8_lossy(&output.stdout);

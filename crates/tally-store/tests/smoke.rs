@@ -17,7 +17,7 @@ async fn each_backend() -> (Vec<Store>, TestDatabase) {
 }
 
 #[tokio::test]
-async fn migrations_spend_and_ledger_work_on_each_backend() {
+async fn migrations_spend_and_ledger_work_on_sqlite_and_postgres() {
     let (stores, _postgres) = each_backend().await;
     for store in stores {
         store.migrate().await.unwrap();
@@ -37,7 +37,7 @@ async fn migrations_spend_and_ledger_work_on_each_backend() {
 }
 
 #[tokio::test]
-async fn a_value_the_database_refuses_is_not_an_outage() {
+async fn a_value_the_database_refuses_is_not_an_outage_on_sqlite_or_postgres() {
     let (stores, _postgres) = each_backend().await;
     for store in stores {
         store.migrate().await.unwrap();

@@ -14,8 +14,10 @@
 //!   directory once the test process is gone, however it ended (even SIGKILL or ^C).
 //! - When there is neither a URL nor a Postgres to start, it panics: libtest cannot
 //!   mark a test skipped at runtime, and a test that did not run must not say `ok`. The
-//!   message says the test was skipped and why; `cargo test -- --skip postgres` leaves
-//!   such tests out honestly (libtest counts them as filtered out).
+//!   message says the test was skipped and why; `cargo test -- --skip postgres --skip
+//!   shared_database` leaves such tests out honestly (libtest counts them as filtered
+//!   out): every test that needs Postgres has `postgres` in its name, except the api
+//!   suite's `shared_database::` ones.
 //! - [`TestDatabase`] is a database of a test's own on that server, dropped (`with
 //!   (force)`) when the value is dropped: at the end of the test, passed or failed.
 
@@ -39,7 +41,7 @@ pub fn server_url() -> &'static str {
         Err(why) => panic!(
             "SKIPPED, not passed (no Postgres): {why}. Install PostgreSQL (initdb, pg_ctl) or set \
              TEST_DATABASE_URL to a server where the user may create databases; \
-             `cargo test -- --skip postgres` leaves the Postgres tests out."
+             `cargo test -- --skip postgres --skip shared_database` leaves the Postgres tests out."
         ),
     }
 }
