@@ -106,9 +106,9 @@ mod tests {
     /// backend: a cancelled statement (57014) on Postgres is "not now".
     #[tokio::test]
     async fn a_postgres_error_is_read_by_its_sqlstate() {
-        let Ok(url) = std::env::var("TEST_DATABASE_URL") else { return };
+        let db = tally_testdb::TestDatabase::create();
         sqlx::any::install_default_drivers();
-        let pool = crate::postgres::connect(&url, crate::postgres::DEFAULT_SCHEMA).await.unwrap();
+        let pool = crate::postgres::connect(&db.url, crate::postgres::DEFAULT_SCHEMA).await.unwrap();
         let mut conn = pool.acquire().await.unwrap();
         sqlx::raw_sql("set statement_timeout = 1").execute(&mut *conn).await.unwrap();
         let cancelled = sqlx::raw_sql("select pg_sleep(1)").execute(&mut *conn).await.unwrap_err();

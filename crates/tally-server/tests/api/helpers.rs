@@ -2,11 +2,11 @@
 //! events and read state back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::time::Duration;
 
 use tally_server::{Application, Config};
@@ -15,6 +15,8 @@ use tally_stripe::ClientOptions;
 use crate::fake_stripe::FakeStripe;
 use tally_store::{Store, StoredEvent};
 use tally_stripe::fake::{self, ChargeSpec, CheckoutSpec, InvoiceSpec, Shape, SubscriptionSpec};
+use tally_testdb::TestDatabase;
+pub use tally_testdb::replace_database;
 
 pub const SECRET: &str = "whsec_test_suite";
 pub const API_KEY: &str = "test-api-key";
@@ -25,7 +27,8 @@ pub const JWT_SECRET: &str = "test-jwt-secret-of-the-host-app-32b";
 pub const MONTH: i64 = 30 * 24 * 3600;
 
 /// Runs each named scenario once per backend: `sqlite::name` and `postgres::name`,
-/// against the guide's default catalogue.
+/// against the guide's default catalogue. The Postgres one keeps a clone of its `Db`
+/// to the end, so the databases it made are dropped then, passed or failed.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -41,9 +44,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    if let Some(db) = $crate::helpers::Db::postgres(&$crate::helpers::GUIDE) {
-                        super::$name(db).await
-                    }
+                    let db = $crate::helpers::Db::postgres(&$crate::helpers::GUIDE);
+                    super::$name(db.clone()).await
                 }
             )*
         }
@@ -77,18 +79,16 @@ macro_rules! on_both_backends_and_catalogues {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    if let Some(db) = $crate::helpers::Db::postgres(&$crate::helpers::GUIDE) {
-                        super::$name(db).await
-                    }
+                    let db = $crate::helpers::Db::postgres(&$crate::helpers::GUIDE);
+                    super::$name(db.clone()).await
                 }
             )*
             mod studio {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                     async fn $name() {
-                        if let Some(db) = $crate::helpers::Db::postgres(&$crate::helpers::STUDIO) {
-                            super::super::$name(db).await
-                        }
+                        let db = $crate::helpers::Db::postgres(&$crate::helpers::STUDIO);
+                        super::super::$name(db.clone()).await
                     }
                 )*
             }
@@ -196,8 +196,9 @@ pub struct Db {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite,
-    /// The server URL from TEST_DATABASE_URL; each test gets its own database on it.
-    Postgres(String),
+    /// The databases made for this test on [`tally_testdb::server_url`], dropped when
+    /// the last clone of its `Db` is.
+    Postgres(Arc<Mutex<Vec<TestDatabase>>>),
 }
 
 impl Db {
@@ -210,37 +211,26 @@ impl Db {
         Db { shop, ..self }
     }
 
-    /// The Postgres backend, if TEST_DATABASE_URL is set. In CI it must be: a suite
-    /// that silently skipped Postgres would prove nothing about it.
-    pub fn postgres(shop: &'static Shop) -> Option<Db> {
-        match std::env::var("TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(Db { backend: Backend::Postgres(url), shop }),
-            _ if std::env::var_os("CI").is_some() || std::env::var_os("TALLY_REQUIRE_POSTGRES").is_some() => {
-                panic!("TEST_DATABASE_URL is not set, but CI requires the Postgres suite to run")
-            }
-            _ => {
-                eprintln!("TEST_DATABASE_URL is not set: skipping the Postgres run of this scenario");
-                None
-            }
-        }
+    /// The Postgres backend: TEST_DATABASE_URL's server, or a private one this process
+    /// starts. Panics, saying the test is skipped, when there is no Postgres at all: a
+    /// scenario that did not run must not report ok (see `tally_testdb`).
+    pub fn postgres(shop: &'static Shop) -> Db {
+        tally_testdb::server_url();
+        Db { backend: Backend::Postgres(Arc::default()), shop }
     }
 
     /// A fresh, empty database; returns its URL.
     pub async fn fresh(&self) -> String {
-        let n = unique();
         match &self.backend {
             Backend::Sqlite => {
-                let path = std::env::temp_dir().join(format!("tally-test-{}-{n}.db", std::process::id()));
+                let path = std::env::temp_dir().join(format!("tally-test-{}-{}.db", std::process::id(), unique()));
                 format!("sqlite://{}", path.display())
             }
-            Backend::Postgres(url) => {
-                let name = format!("tally_test_{}_{n}", std::process::id());
-                let mut admin = PgConnection::connect(url).await.expect("TEST_DATABASE_URL must be reachable");
-                sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .expect("create the test database");
-                replace_database(url, &name)
+            Backend::Postgres(made) => {
+                let db = TestDatabase::create();
+                let url = db.url.clone();
+                made.lock().unwrap().push(db);
+                url
             }
         }
     }
@@ -259,16 +249,6 @@ impl Db {
                 ("STRIPE_TOPUP_PRICE_ID", TOPUP.to_owned()),
             ],
         }
-    }
-}
-
-/// `postgres://user@host:port/old?params` with the database renamed.
-pub fn replace_database(url: &str, name: &str) -> String {
-    let (base, params) = url.split_once('?').map_or((url, None), |(b, p)| (b, Some(p)));
-    let head = base.rsplit_once('/').map_or(base, |(head, _)| head);
-    match params {
-        Some(p) => format!("{head}/{name}?{p}"),
-        None => format!("{head}/{name}"),
     }
 }
 

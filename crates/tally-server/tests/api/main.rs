@@ -1,5 +1,6 @@
 //! tally's scenario suite: every rule of CONTRACT §1 and every webhook answer, through
-//! HTTP, on embedded SQLite and (with TEST_DATABASE_URL) on Postgres.
+//! HTTP, on embedded SQLite and on Postgres (see `tally_testdb`: TEST_DATABASE_URL, or a
+//! private cluster started for the run).
 
 mod fake_stripe;
 mod helpers;

@@ -30,9 +30,10 @@ const APP_SCHEMA: &str = "
     insert into public.accounts (name) values ('the app''s own row');
 ";
 
-/// A fresh database with the app's tables in it, or `None` off CI without Postgres.
-async fn app_database() -> Option<(String, PgConnection)> {
-    let url = Db::postgres(&GUIDE)?.fresh().await;
+/// A fresh database with the app's tables in it; the `Db` that drops it at the end.
+async fn app_database() -> (Db, String, PgConnection) {
+    let db = Db::postgres(&GUIDE);
+    let url = db.fresh().await;
     let mut conn = PgConnection::connect(&url).await.expect("the test database");
     sqlx::raw_sql(APP_SCHEMA).execute(&mut conn).await.expect("the app's tables");
     sqlx::query(
@@ -42,13 +43,13 @@ async fn app_database() -> Option<(String, PgConnection)> {
     .execute(&mut conn)
     .await
     .unwrap();
-    Some((url, conn))
+    (db, url, conn)
 }
 
 async fn tally(url: &str, extra: &[(&str, &str)]) -> TestApp {
     let mut vars = vec![("DATABASE_URL", url)];
     vars.extend_from_slice(extra);
-    spawn_app_with(Db::postgres(&GUIDE).expect("checked by app_database"), &vars).await
+    spawn_app_with(Db::postgres(&GUIDE), &vars).await
 }
 
 async fn tables_in(conn: &mut PgConnection, schema: &str) -> Vec<String> {
@@ -70,7 +71,7 @@ async fn profile(conn: &mut PgConnection, id: &str) -> (String, i32, Option<Stri
 
 #[tokio::test]
 async fn two_tallys_share_a_database_with_the_app_without_touching_its_tables() {
-    let Some((url, mut conn)) = app_database().await else { return };
+    let (_db, url, mut conn) = app_database().await;
     let first = tally(&url, &[("TALLY_SYNC_PROFILES", "public.profiles")]).await;
     let second = tally(&url, &[("TALLY_DB_SCHEMA", "tally_staging")]).await;
 
@@ -98,7 +99,7 @@ async fn two_tallys_share_a_database_with_the_app_without_touching_its_tables() 
 
 #[tokio::test]
 async fn profiles_follow_every_change_in_the_same_transaction() {
-    let Some((url, mut conn)) = app_database().await else { return };
+    let (_db, url, mut conn) = app_database().await;
     let app = tally(&url, &[("TALLY_SYNC_PROFILES", "public.profiles")]).await;
     let mut ann = Customer::new(ANN, Shape::V2026, &GUIDE);
     ann.customer = "cus_app_ann".into();
@@ -140,7 +141,7 @@ async fn profiles_follow_every_change_in_the_same_transaction() {
 
 #[tokio::test]
 async fn a_profiles_table_tally_cannot_write_stops_the_start_naming_the_setting() {
-    let Some((url, mut conn)) = app_database().await else { return };
+    let (_db, url, mut conn) = app_database().await;
     sqlx::raw_sql(
         "create type public.plan as enum ('free', 'pro');
          create table public.members (id uuid primary key, tier public.plan, credits int, stripe_customer_id text);
@@ -169,7 +170,7 @@ async fn a_profiles_table_tally_cannot_write_stops_the_start_naming_the_setting(
 #[tokio::test]
 async fn an_upgrade_moves_tables_made_in_public_into_tallys_schema() {
     // Without the app's tables: its `accounts` would clash with the old layout's.
-    let Some(db) = Db::postgres(&GUIDE) else { return };
+    let db = Db::postgres(&GUIDE);
     let url = db.fresh().await;
     let mut conn = PgConnection::connect(&url).await.expect("the test database");
     // A tally from before TALLY_DB_SCHEMA kept its tables in public.
@@ -196,7 +197,7 @@ fn documented_rls() -> &'static str {
 
 #[tokio::test]
 async fn the_documented_row_level_security_shows_each_user_only_their_own_row() {
-    let Some((url, mut conn)) = app_database().await else { return };
+    let (_db, url, mut conn) = app_database().await;
     let app = tally(&url, &[]).await;
     app.spend(ANN, 1, "k1").await;
     app.spend(BEA, 2, "k2").await;
