@@ -48,6 +48,7 @@ pub use handoffs::Handoff;
 pub use profiles::ProfilesTable;
 pub use writer::Stats as WriteStats;
 use writer::Writer;
+pub use writer::register_metrics;
 
 pub use error::StoreError;
 pub use model::{
