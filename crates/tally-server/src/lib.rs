@@ -304,3 +304,36 @@ async fn shutdown_signal() {
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_is_named_without_its_credentials() {
+        assert_eq!(database_place("sqlite://tally.db", "tally"), "the SQLite file tally.db");
+        assert_eq!(
+            database_place("sqlite:///var/lib/tally/t.db?mode=rwc", "tally"),
+            "the SQLite file /var/lib/tally/t.db"
+        );
+        let place = database_place("postgres://tally:s3cret@db.internal:5432/app?sslmode=require", "billing");
+        assert_eq!(place, "the Postgres database db.internal:5432/app, schema billing");
+        assert!(!place.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_public_url_on_another_local_port_is_pointed_out() {
+        let addr: SocketAddr = "127.0.0.1:3999".parse().unwrap();
+        assert!(
+            public_url_elsewhere("http://localhost:3000", addr)
+                .unwrap()
+                .contains("TALLY_PUBLIC_URL=http://localhost:3999")
+        );
+        assert_eq!(public_url_elsewhere("http://localhost:3999", addr), None);
+        assert_eq!(
+            public_url_elsewhere("https://billing.example.com", addr),
+            None,
+            "behind a proxy: not ours to judge"
+        );
+    }
+}
