@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The database cannot commit now: callers (Stripe included) should retry.
     #[error("the database is unavailable; retry later")]
     Unavailable,
+    /// The database answers but lacks the newest migration this binary knows.
+    #[error("the database schema lacks migration {expected} (newest applied: {}); run `tally migrate`", .found.map_or("none".to_owned(), |v| v.to_string()))]
+    NotMigrated { expected: i64, found: Option<i64> },
     #[error("internal error")]
     Internal,
 }
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NotMigrated { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_migrated"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -124,6 +128,10 @@ impl IntoResponse for ApiError {
                 body["available"] = json!(available);
             }
             ApiError::Settled(status) => body["status"] = json!(status),
+            ApiError::NotMigrated { expected, found } => {
+                body["expected_migration"] = json!(expected);
+                body["found_migration"] = json!(found);
+            }
             _ => {}
         }
         let mut response = (status, Json(body)).into_response();

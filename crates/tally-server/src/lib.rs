@@ -68,6 +68,17 @@ pub struct Application {
     grant_clock: bool,
     max_connections: usize,
     timeouts: limits::Timeouts,
+    notes: StartNotes,
+}
+
+/// What a person who has just started `tally serve` needs to know next.
+struct StartNotes {
+    public_url: String,
+    dev_login: bool,
+    api_key_set: bool,
+    /// The dev webhook secret in use (none when STRIPE_WEBHOOK_SECRET is set), and
+    /// where it is kept.
+    dev_secret: Option<(String, String)>,
 }
 
 impl Application {
@@ -77,7 +88,7 @@ impl Application {
         let store = config.connect_store().await?;
         store.migrate().await?;
         warn_about_catalogue_drift(&store).await?;
-        let secrets = webhook_secrets(&config, &store).await?;
+        let (secrets, dev_secret) = webhook_secrets(&config, &store).await?;
         let session_secret = store.setting_or_insert(SESSION_KEY, &hex::encode(rand::random::<[u8; 32]>())).await?;
         let listener = TcpListener::bind(config.bind)
             .await
@@ -91,6 +102,12 @@ impl Application {
                  own and sign in as anyone; use https"
             );
         }
+        let notes = StartNotes {
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+            dev_login: config.dev_login(),
+            api_key_set: config.api_key.is_some(),
+            dev_secret: dev_secret.map(|secret| (secret, database_place(&config.database_url, &config.store.schema))),
+        };
         let state = AppState::new(config, store, &secrets, &session_secret);
         if state.dev_login {
             tracing::warn!(
@@ -99,7 +116,52 @@ impl Application {
             );
         }
         fetch_jwks(&state).await;
-        Ok(Application { listener, state, grant_clock, max_connections, timeouts })
+        Ok(Application { listener, state, grant_clock, max_connections, timeouts, notes })
+    }
+
+    /// The lines `tally serve` prints once it listens: where the billing page and the
+    /// dev sign-in are, what is still closed and how to open it, and where the dev
+    /// webhook secret is kept. No secret of the operator's own is printed.
+    pub fn start_up_notes(&self) -> Vec<String> {
+        let addr = self.local_addr();
+        let notes = &self.notes;
+        let mut lines = vec![
+            format!("tally listening on http://{addr}"),
+            format!("  billing page:       {}/dashboard/billing", notes.public_url),
+        ];
+        if let Some(hint) = public_url_elsewhere(&notes.public_url, addr) {
+            lines.push(hint);
+        }
+        if notes.dev_login {
+            // Dev login is local only; the page it opens is on the same host, so its
+            // cookie works.
+            let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+                "localhost".to_owned()
+            } else {
+                addr.ip().to_string()
+            };
+            lines.push(format!(
+                "  dev sign-in:        http://{host}:{}/dev/login?user=alice  (dev mode: neither AUTH_JWT_SECRET nor \
+                 AUTH_JWKS_URL is set; signs you in as alice and opens the billing page)",
+                addr.port()
+            ));
+        }
+        if !notes.api_key_set {
+            lines.push(
+                "  TALLY_API_KEY is unset, so the host-app routes (/api/users/..., /api/credits/...) are closed (401). \
+                 To open them, start tally with a key:"
+                    .to_owned(),
+            );
+            lines.push("      export TALLY_API_KEY=dev-key    # or a line TALLY_API_KEY=... in .env".to_owned());
+        }
+        if let Some((secret, place)) = &notes.dev_secret {
+            lines.push(format!("  dev webhook secret: {secret}"));
+            lines.push(format!(
+                "      kept in {place} (settings key {DEV_WEBHOOK_SECRET_KEY}); `tally trigger` signs with it; \
+                 set STRIPE_WEBHOOK_SECRET to use your own"
+            ));
+        }
+        lines
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -186,15 +248,46 @@ async fn warn_about_catalogue_drift(store: &Store) -> anyhow::Result<()> {
 
 /// The configured webhook secrets; without any (and without a live key), one made
 /// once and kept in the database, so `tally trigger` and `stripe listen` work at once.
-async fn webhook_secrets(config: &Config, store: &Store) -> anyhow::Result<Vec<String>> {
+/// The second value is that dev secret, when it is the one in use.
+async fn webhook_secrets(config: &Config, store: &Store) -> anyhow::Result<(Vec<String>, Option<String>)> {
     if !config.webhook_secrets.is_empty() {
-        return Ok(config.webhook_secrets.clone());
+        return Ok((config.webhook_secrets.clone(), None));
     }
     let fresh = format!("whsec_dev_{}", hex::encode(rand::random::<[u8; 24]>()));
     let secret = store.setting_or_insert(DEV_WEBHOOK_SECRET_KEY, &fresh).await?;
     tracing::warn!("STRIPE_WEBHOOK_SECRET is not set: using the dev secret kept in the database");
-    println!("dev webhook secret: {secret}");
-    Ok(vec![secret])
+    Ok((vec![secret.clone()], Some(secret)))
+}
+
+/// A hint when TALLY_PUBLIC_URL names this machine on another port than tally listens
+/// on (TALLY_BIND changed, the public URL left at its default): the page's links and
+/// Stripe's return URLs would lead nowhere.
+fn public_url_elsewhere(public_url: &str, addr: SocketAddr) -> Option<String> {
+    let url = reqwest::Url::parse(public_url).ok()?;
+    let host = url.host_str()?;
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let port = url.port_or_known_default()?;
+    (local && port != addr.port()).then(|| {
+        format!(
+            "      TALLY_PUBLIC_URL names port {port}, but tally listens on {}: set TALLY_PUBLIC_URL=http://localhost:{}",
+            addr.port(),
+            addr.port()
+        )
+    })
+}
+
+/// Where the database is, for a person, without the credentials a URL may carry:
+/// SQLite's file, or Postgres' host, database and tally's schema.
+fn database_place(url: &str, schema: &str) -> String {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let file = rest.trim_start_matches("//").split('?').next().unwrap_or_default();
+        return format!("the SQLite file {file}");
+    }
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let place = rest.split('?').next().unwrap_or_default();
+    format!("the Postgres database {place}, schema {schema}")
 }
 
 async fn shutdown_signal() {
@@ -210,4 +303,37 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_is_named_without_its_credentials() {
+        assert_eq!(database_place("sqlite://tally.db", "tally"), "the SQLite file tally.db");
+        assert_eq!(
+            database_place("sqlite:///var/lib/tally/t.db?mode=rwc", "tally"),
+            "the SQLite file /var/lib/tally/t.db"
+        );
+        let place = database_place("postgres://tally:s3cret@db.internal:5432/app?sslmode=require", "billing");
+        assert_eq!(place, "the Postgres database db.internal:5432/app, schema billing");
+        assert!(!place.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_public_url_on_another_local_port_is_pointed_out() {
+        let addr: SocketAddr = "127.0.0.1:3999".parse().unwrap();
+        assert!(
+            public_url_elsewhere("http://localhost:3000", addr)
+                .unwrap()
+                .contains("TALLY_PUBLIC_URL=http://localhost:3999")
+        );
+        assert_eq!(public_url_elsewhere("http://localhost:3999", addr), None);
+        assert_eq!(
+            public_url_elsewhere("https://billing.example.com", addr),
+            None,
+            "behind a proxy: not ours to judge"
+        );
+    }
 }

@@ -48,12 +48,23 @@ pub use handoffs::Handoff;
 pub use profiles::ProfilesTable;
 pub use writer::Stats as WriteStats;
 use writer::Writer;
+pub use writer::register_metrics;
 
 pub use error::StoreError;
 pub use model::{
     Billing, Grant, IngestOutcome, LedgerRow, NewEvent, Outcome, Reservation, ReservationState, Reserve, Spend,
     StoredEvent, SubscriptionView, TriggerState,
 };
+
+/// What [`Store::ready`] found in a database that answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Its schema holds the newest migration this binary knows.
+    Ready,
+    /// Its schema lacks migration `expected` (`tally migrate` has not run, or the
+    /// database is older than this binary); `found` is the newest it holds, if any.
+    NotMigrated { expected: i64, found: Option<i64> },
+}
 
 /// Which database a [`Store`] is connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +166,47 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// The newest migration this binary knows, on this store's backend.
+    pub fn newest_migration(&self) -> i64 {
+        let migrations = match self.backend {
+            Backend::Postgres => postgres::MIGRATIONS,
+            Backend::Sqlite => sqlite::MIGRATIONS,
+        };
+        migrations.last().map_or(0, |(version, _)| *version)
+    }
+
+    /// Whether the database can serve this binary: it answers (or this is an error,
+    /// `Unavailable` for an outage) and its `schema_migrations` holds the newest
+    /// migration this binary knows. What `GET /readyz` asks, for load balancers and
+    /// rolling deploys.
+    pub async fn ready(&self) -> Result<Readiness, StoreError> {
+        let expected = self.newest_migration();
+        let mut conn = self.pool.acquire().await?;
+        // On Postgres the search_path is tally's schema: the table is looked for there.
+        let has_table = match self.backend {
+            Backend::Postgres => {
+                "select count(*) from pg_catalog.pg_tables
+                 where schemaname = current_schema() and tablename = 'schema_migrations'"
+            }
+            Backend::Sqlite => "select count(*) from sqlite_master where type = 'table' and name = 'schema_migrations'",
+        };
+        let tables: i64 = sqlx::query_scalar(has_table).fetch_one(&mut *conn).await?;
+        if tables == 0 {
+            return Ok(Readiness::NotMigrated { expected, found: None });
+        }
+        let (has_expected, found): (i64, Option<i64>) = sqlx::query_as(
+            "select (select count(*) from schema_migrations where version = $1),
+                    (select max(version) from schema_migrations)",
+        )
+        .bind(expected)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(match has_expected {
+            0 => Readiness::NotMigrated { expected, found },
+            _ => Readiness::Ready,
+        })
     }
 
     pub async fn close(&self) {

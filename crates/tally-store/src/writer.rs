@@ -178,6 +178,21 @@ async fn write_and_answer(pool: AnyPool, rules: Arc<Rules>, jobs: Vec<Work>, rep
     }
 }
 
+/// How a batch can end: the `result` labels of `tally_write_batches_total`.
+const BATCH_RESULTS: [&str; 4] = ["committed", "unavailable", "split", "failed"];
+
+/// Describes the writer's metrics and registers each series at zero, so that
+/// `/metrics` lists them before the first write (a rate over a series that appears
+/// only on its first failure misses that failure).
+pub fn register_metrics() {
+    metrics::describe_counter!("tally_write_batches_total", "Write batches (transactions), by how they ended");
+    metrics::describe_counter!("tally_write_jobs_total", "Jobs (webhooks, spends, holds, grants) written in batches");
+    for result in BATCH_RESULTS {
+        metrics::counter!("tally_write_batches_total", "result" => result).increment(0);
+    }
+    metrics::counter!("tally_write_jobs_total").increment(0);
+}
+
 /// Applies the jobs in one transaction; a job the rules refuse gets its own error.
 async fn write(pool: &AnyPool, rules: &Rules, jobs: &[Work]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let start = std::time::Instant::now();
@@ -196,6 +211,7 @@ async fn write(pool: &AnyPool, rules: &Rules, jobs: &[Work]) -> Result<Vec<Resul
         Err(_) => "failed",
     };
     // jobs_total / batches_total is the mean batch size.
+    debug_assert!(BATCH_RESULTS.contains(&ended));
     metrics::counter!("tally_write_batches_total", "result" => ended).increment(1);
     metrics::counter!("tally_write_jobs_total").increment(jobs.len() as u64);
     tracing::debug!(jobs = jobs.len(), elapsed = ?start.elapsed(), ended, "batch");

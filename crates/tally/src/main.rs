@@ -69,7 +69,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let app = Application::build(config).await?;
-            println!("tally listening on http://{}", app.local_addr());
+            for line in app.start_up_notes() {
+                println!("{line}");
+            }
             app.run().await
         }
         Command::Migrate => {

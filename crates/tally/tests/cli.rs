@@ -128,6 +128,124 @@ fn a_customers_whole_life_runs_offline_with_trigger() {
     assert_eq!(balance(&server, "bob"), ("free".into(), 100, 1_000));
 }
 
+/// `tally serve` as a newcomer first runs it: no configuration, not even TALLY_API_KEY.
+/// What it prints says where to go next; `/metrics` lists every series at zero; and the
+/// README's first curl (`curl localhost:3000/api/catalogue`) answers.
+#[test]
+fn the_first_run_says_what_to_do_next_and_metrics_start_at_zero() {
+    let dir = work_dir(None);
+    let port = free_port();
+    let out = dir.join("serve.out");
+    let mut child = tally(&dir, port)
+        .env_remove("TALLY_API_KEY")
+        .arg("serve")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/readyz").is_none() {
+        assert!(Instant::now() < deadline, "tally serve did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = http_get(port, "/metrics").expect("/metrics answers");
+    let catalogue = http_get(port, "/api/catalogue").expect("the README's first curl answers");
+    let closed = http_status(port, "/api/users/alice/billing");
+    let _ = child.kill();
+    let _ = child.wait();
+    let printed = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    for line in [
+        format!("tally listening on http://127.0.0.1:{port}"),
+        "billing page:       http://localhost:3000/dashboard/billing".to_owned(),
+        format!(
+            "TALLY_PUBLIC_URL names port 3000, but tally listens on {port}: set TALLY_PUBLIC_URL=http://localhost:{port}"
+        ),
+        format!("dev sign-in:        http://localhost:{port}/dev/login?user=alice"),
+        "TALLY_API_KEY is unset, so the host-app routes (/api/users/..., /api/credits/...) are closed (401)".to_owned(),
+        "export TALLY_API_KEY=dev-key".to_owned(),
+        "dev webhook secret: whsec_dev_".to_owned(),
+        "kept in the SQLite file tally.db (settings key dev_webhook_secret); `tally trigger` signs with it".to_owned(),
+    ] {
+        assert!(printed.contains(&line), "missing {line:?} in:\n{printed}");
+    }
+    assert_eq!(closed, Some(401), "host-app routes are closed without TALLY_API_KEY");
+    let catalogue: serde_json::Value = serde_json::from_str(&catalogue).unwrap();
+    assert!(catalogue.to_string().contains("\"pro\""), "{catalogue}");
+
+    // Every series tally records, at zero before anything happened.
+    for series in [
+        "tally_webhooks_total{outcome=\"applied\"} 0",
+        "tally_webhooks_total{outcome=\"unavailable\"} 0",
+        "tally_webhooks_total{outcome=\"refused\"} 0",
+        "tally_webhook_seconds_count 0",
+        "tally_credit_operations_total{operation=\"spend\",result=\"ok\"} 0",
+        "tally_credit_operations_total{operation=\"release\",result=\"error\"} 0",
+        "tally_stripe_errors_total 0",
+        "tally_connections_refused_total 0",
+        "tally_connections_shed_total 0",
+        "tally_write_batches_total{result=\"committed\"} 0",
+        "tally_write_batches_total{result=\"unavailable\"} 0",
+        "tally_write_jobs_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "missing {series:?} in:\n{metrics}");
+    }
+    // And every metric named in the code, so that a new one cannot be left out.
+    for (kind, name) in metric_names_in_code() {
+        let samples: Vec<&str> = metrics
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with([' ', '{', '_'])))
+            .collect();
+        assert!(!samples.is_empty(), "{kind} {name} is not listed at start:\n{metrics}");
+        assert!(metrics.contains(&format!("# HELP {name} ")), "{name} has no description");
+        if kind == "counter" {
+            assert!(samples.iter().all(|l| l.ends_with(" 0")), "{name} is not at zero: {samples:?}");
+        }
+    }
+}
+
+/// `(kind, name)` of every `metrics::counter!("...")`, `histogram!` and `gauge!` in the
+/// workspace's sources.
+fn metric_names_in_code() -> Vec<(&'static str, String)> {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut names = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(crates).unwrap().map(|e| e.unwrap().path().join("src")).collect();
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.map(|e| e.unwrap().path()) {
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap_or_default();
+            for kind in ["counter", "histogram", "gauge"] {
+                for (at, _) in source.match_indices(&format!("metrics::{kind}!(\"")) {
+                    let rest = &source[at + kind.len() + 12..];
+                    let name = rest.split('"').next().unwrap().to_owned();
+                    if !names.contains(&(kind, name.clone())) {
+                        names.push((kind, name));
+                    }
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 9, "found {names:?}");
+    names
+}
+
+/// The status code of a GET, with no key.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split(' ').nth(1)?.parse().ok()
+}
+
 #[test]
 fn mistakes_exit_with_one_line() {
     let server = start_server();

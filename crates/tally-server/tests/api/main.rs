@@ -20,6 +20,7 @@ mod jwks;
 mod limits;
 mod localstripe;
 mod prorations_late_and_foreign_events;
+mod readiness;
 mod reservations;
 mod shared_database;
 mod subscriptions;
