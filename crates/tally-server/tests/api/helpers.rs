@@ -280,6 +280,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub database_url: String,
+    /// Holds the test's databases (dropped with the last holder): as long as the app.
+    _db: Db,
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -332,7 +334,7 @@ pub async fn spawn_app_configured(db: Db, extra: &[(&str, &str)], adjust: impl F
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
     tokio::spawn(app.run());
-    TestApp { shop: db.shop, address, client: reqwest::Client::new(), store, database_url }
+    TestApp { shop: db.shop, address, client: reqwest::Client::new(), store, database_url, _db: db }
 }
 
 impl TestApp {

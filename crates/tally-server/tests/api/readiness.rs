@@ -181,8 +181,7 @@ async fn postgres_readyz_is_503_while_the_database_is_unreachable_and_200_once_i
     let url = db.fresh().await;
     let relay = Relay::start(postgres_address(&url).await).await;
     let proxied = through(&url, relay.port);
-    // `db` holds the database (dropped with it): kept to the end of the test.
-    let app = spawn_app_with(db.clone(), &[("DATABASE_URL", proxied.as_str())]).await;
+    let app = spawn_app_with(db, &[("DATABASE_URL", proxied.as_str())]).await;
     let (status, body, _) = readyz(&app).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
