@@ -129,11 +129,11 @@ impl Config {
         tally_store::postgres::check_identifier(&schema).map_err(|e| invalid("TALLY_DB_SCHEMA", e))?;
         let sync_profiles = get("TALLY_SYNC_PROFILES");
         if let Some(table) = &sync_profiles {
-            tally_store::profiles::parse_table_name(table).map_err(|e| invalid("TALLY_SYNC_PROFILES", e))?;
+            let (table_schema, _) =
+                tally_store::profiles::parse_table_name(table).map_err(|e| invalid("TALLY_SYNC_PROFILES", e))?;
             if !on_postgres {
                 return Err(invalid("TALLY_SYNC_PROFILES", "needs a Postgres DATABASE_URL (the app's table)".into()));
             }
-            let (table_schema, _) = tally_store::profiles::parse_table_name(table).expect("checked above");
             if table_schema == schema {
                 return Err(invalid(
                     "TALLY_SYNC_PROFILES",

@@ -235,3 +235,31 @@ async fn the_documented_row_level_security_shows_each_user_only_their_own_row() 
     app.spend(BEA, 3, "k3").await;
     assert_eq!(app.balance(BEA).await, ("free".into(), 95, 0));
 }
+
+/// The copy is part of the change: when the app's table refuses it (here a check that
+/// knows no `enterprise`), the event is not applied either and is answered with an
+/// error Stripe retries; once the table takes it, the retry applies it once.
+#[tokio::test]
+async fn a_profiles_write_the_app_refuses_applies_nothing_until_the_retry() {
+    let (_db, url, mut conn) = app_database().await;
+    sqlx::raw_sql("alter table public.profiles add constraint known_tiers check (tier in ('free', 'pro'))")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let app = tally(&url, &[("TALLY_SYNC_PROFILES", "public.profiles")]).await;
+    let mut ann = Customer::new(ANN, Shape::V2026, &GUIDE);
+    ann.customer = "cus_app_ann".into();
+    let event = ann.checkout("cs_1", "sub_1", "enterprise", "paid", now());
+
+    let (status, body) = app.post_event(&event).await;
+    assert!(!status.is_success(), "{status} {body}");
+    assert_eq!(app.balance(ANN).await, ("free".into(), 100, 0), "nothing applied");
+    assert_eq!(profile(&mut conn, ANN).await, ("free".into(), 0, Some("cus_app_ann".into())));
+
+    sqlx::raw_sql("alter table public.profiles drop constraint known_tiers").execute(&mut conn).await.unwrap();
+    app.deliver(&event, "applied").await;
+    app.deliver(&event, "duplicate").await;
+    assert_eq!(app.balance(ANN).await, ("enterprise".into(), 10_000, 0));
+    assert_eq!(profile(&mut conn, ANN).await, ("enterprise".into(), 10_000, Some("cus_app_ann".into())));
+    app.assert_books_balance().await;
+}
