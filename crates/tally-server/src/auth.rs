@@ -40,6 +40,7 @@ impl FromRequestParts<AppState> for SignedInUser {
             tracing::info!(error = %e, "token refused");
             ApiError::Unauthorized("invalid or expired token")
         })?;
+        crate::request_log::user(&user.id);
         Ok(SignedInUser(user))
     }
 }

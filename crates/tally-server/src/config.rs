@@ -54,6 +54,19 @@ pub struct Config {
     pub max_connections: usize,
     /// How long a client may take (tests shorten them).
     pub timeouts: crate::limits::Timeouts,
+    /// `TALLY_LOG_FORMAT`: lines for a person, or JSON for a log shipper.
+    pub log_format: LogFormat,
+    /// `TALLY_METRICS_BIND`: `/metrics` on a listener of its own (and not on the
+    /// public one), so that it can stay on a private interface.
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+/// How log lines are written (`TALLY_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Config {
@@ -252,6 +265,27 @@ impl Config {
             },
         };
 
+        let log_format = match get("TALLY_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("TALLY_LOG_FORMAT", format!("expected text or json, got {other:?}"))),
+        };
+        let metrics_bind = match get("TALLY_METRICS_BIND") {
+            None => None,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) if addr == bind => {
+                    return Err(invalid("TALLY_METRICS_BIND", format!("{addr} is TALLY_BIND itself; name another port")));
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    return Err(invalid(
+                        "TALLY_METRICS_BIND",
+                        format!("expected host:port such as 127.0.0.1:9090, got {text:?}"),
+                    ));
+                }
+            },
+        };
+
         Ok(Config {
             database_url,
             store: tally_store::StoreOptions { schema, sync_profiles },
@@ -274,6 +308,8 @@ impl Config {
             grant_clock: true,
             max_connections,
             timeouts: crate::limits::Timeouts::default(),
+            log_format,
+            metrics_bind,
         })
     }
 }
@@ -353,6 +389,9 @@ mod tests {
             ("TALLY_DB_SCHEMA", "Tally"),
             ("TALLY_DB_SCHEMA", "tally; drop schema public"),
             ("TALLY_SYNC_PROFILES", "public.profiles"),
+            ("TALLY_LOG_FORMAT", "yaml"),
+            ("TALLY_METRICS_BIND", "9090"),
+            ("TALLY_METRICS_BIND", "127.0.0.1:3000"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);

@@ -11,6 +11,7 @@ mod fulfil;
 mod jwks_source;
 pub mod limits;
 mod metrics;
+mod request_log;
 pub(crate) mod routes;
 mod state;
 pub mod sync;
@@ -19,10 +20,13 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, LogFormat};
 pub use error::ApiError;
 pub use state::AppState;
 use tally_store::Store;
+
+/// Connections the metrics listener holds at once: scrapers, not clients.
+const METRICS_CONNECTIONS: usize = 16;
 
 /// Where the dev-mode webhook secret is kept in the database.
 pub const DEV_WEBHOOK_SECRET_KEY: &str = "dev_webhook_secret";
@@ -64,6 +68,8 @@ pub async fn ingest_parsed(
 /// A tally server bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,
+    /// TALLY_METRICS_BIND's, when `/metrics` is served apart.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     grant_clock: bool,
     max_connections: usize,
@@ -93,6 +99,14 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("TALLY_BIND: cannot listen on {}: {e}", config.bind))?;
+        let metrics_listener = match config.metrics_bind {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("TALLY_METRICS_BIND: cannot listen on {addr}: {e}"))?,
+            ),
+        };
         metrics::handle();
         let grant_clock = config.grant_clock;
         let (max_connections, timeouts) = (config.max_connections, config.timeouts);
@@ -116,7 +130,7 @@ impl Application {
             );
         }
         fetch_jwks(&state).await;
-        Ok(Application { listener, state, grant_clock, max_connections, timeouts, notes })
+        Ok(Application { listener, metrics_listener, state, grant_clock, max_connections, timeouts, notes })
     }
 
     /// The lines `tally serve` prints once it listens: where the billing page and the
@@ -131,6 +145,9 @@ impl Application {
         ];
         if let Some(hint) = public_url_elsewhere(&notes.public_url, addr) {
             lines.push(hint);
+        }
+        if let Some(metrics) = self.metrics_addr() {
+            lines.push(format!("  metrics:            http://{metrics}/metrics  (TALLY_METRICS_BIND; not on the public port)"));
         }
         if notes.dev_login {
             // Dev login is local only; the page it opens is on the same host, so its
@@ -168,6 +185,11 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// Where `/metrics` is served when TALLY_METRICS_BIND gives it a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -175,10 +197,21 @@ impl Application {
     /// Serves until ctrl-c or SIGTERM, granting what falls due with time meanwhile.
     pub async fn run(self) -> anyhow::Result<()> {
         let clock = self.grant_clock.then(|| tokio::spawn(clock::tick_every_minute(self.state.store.clone())));
-        let app = routes::router(self.timeouts.request).with_state(self.state);
+        // A scraper holds few connections; the same header and idle limits apply.
+        let metrics = self.metrics_listener.map(|listener| {
+            let serve = connections::serve(
+                listener,
+                routes::metrics_only(),
+                METRICS_CONNECTIONS,
+                self.timeouts,
+                std::future::pending(),
+            );
+            tokio::spawn(serve)
+        });
+        let app = routes::router(self.timeouts.request, metrics.is_none()).with_state(self.state);
         connections::serve(self.listener, app, self.max_connections, self.timeouts, shutdown_signal()).await;
-        if let Some(clock) = clock {
-            clock.abort();
+        for task in [clock, metrics].into_iter().flatten() {
+            task.abort();
         }
         Ok(())
     }

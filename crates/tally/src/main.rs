@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tally_server::{Application, Config};
+use tally_server::{Application, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -48,14 +48,16 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match run(cli.command).await {
+    // Configuration first: it says how to log (TALLY_LOG_FORMAT).
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tally: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format, matches!(cli.command, Command::Serve));
+    match run(cli.command, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tally: {e:#}");
@@ -64,8 +66,20 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+/// Log lines go to stderr: for a person (colour only at a terminal), or one JSON
+/// object per line for a log shipper: the line's own fields at the top level, the
+/// request's (route, user_id, event_id) under `span`.
+fn init_logging(format: LogFormat, serving: bool) {
+    let default_level = if serving { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let lines = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => lines.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let app = Application::build(config).await?;

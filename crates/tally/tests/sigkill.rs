@@ -4,8 +4,9 @@
 //! once, the balance is the start less the amounts, and `tally audit` passes. On
 //! SQLite, and on Postgres (tally_testdb's: TEST_DATABASE_URL or a private cluster).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,33 +31,12 @@ fn amount(i: usize) -> i64 {
     1 + (i as i64 * 7) % 13
 }
 
-/// `tally` with the given database and port and none of the caller's Stripe or tally
-/// settings.
 fn tally(dir: &Path, database_url: &str, port: u16) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    cmd.current_dir(dir);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("STRIPE_")
-            || name.starts_with("TALLY_")
-            || name.starts_with("AUTH_")
-            || name == "DATABASE_URL"
-        {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.env("DATABASE_URL", database_url)
-        .env("TALLY_BIND", format!("127.0.0.1:{port}"))
-        .env("TALLY_API_KEY", API_KEY)
-        .env("TALLY_LOG_FORMAT", "text");
-    cmd
+    support::tally(dir, database_url, port, API_KEY)
 }
 
 fn serve(dir: &Path, database_url: &str, port: u16) -> Child {
     tally(dir, database_url, port).arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// What the clients and the killer tell each other and the report.
@@ -157,7 +137,7 @@ async fn billing(client: &reqwest::Client, base: &str) -> Value {
 
 fn run(backend: &str, dir: &Path, database_url: &str) {
     let started = Instant::now();
-    let port = free_port();
+    let port = support::free_port();
     let granted = tally(dir, database_url, port)
         .args(["credits", "grant", USER, &GRANT.to_string(), "--bucket", "topup", "--reason", "seed", "--key", "seed"])
         .output()
@@ -216,16 +196,9 @@ fn run(backend: &str, dir: &Path, database_url: &str) {
     assert!(started.elapsed() < DEADLINE);
 }
 
-fn work_dir() -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("tally-sigkill-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn sigkill_five_times_during_200_spends_on_sqlite_loses_and_doubles_nothing() {
-    let dir = work_dir();
+    let dir = support::work_dir("sigkill");
     let url = format!("sqlite://{}", dir.join("tally.db").display());
     run("sqlite", &dir, &url);
     let _ = std::fs::remove_dir_all(&dir);
@@ -236,7 +209,7 @@ fn sigkill_five_times_during_200_spends_on_postgres_loses_and_doubles_nothing() 
     // Its own database, dropped at the end, passed or failed; without Postgres this
     // panics, saying the test is skipped.
     let db = tally_testdb::TestDatabase::create();
-    let dir = work_dir();
+    let dir = support::work_dir("sigkill");
     run("postgres", &dir, &db.url);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,7 @@ use tally_store::{Billing, LedgerRow, Spend};
 
 use crate::auth::HostApp;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, within};
-use crate::{ApiError, AppState, metrics};
+use crate::{ApiError, AppState, metrics, request_log};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,7 +24,9 @@ async fn show_billing(
     State(state): State<AppState>,
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<Json<Billing>, ApiError> {
-    Ok(Json(state.store.billing(check_id("id", &user_id)?).await?))
+    let user_id = check_id("id", &user_id)?;
+    request_log::user(user_id);
+    Ok(Json(state.store.billing(user_id).await?))
 }
 
 #[derive(Deserialize)]
@@ -41,7 +43,9 @@ async fn list_ledger(
     ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> Result<Json<Vec<LedgerRow>>, ApiError> {
     let limit = within("limit", query.limit.unwrap_or(50), 1..=500)?;
-    Ok(Json(state.store.ledger(check_id("id", &user_id)?, limit, query.before).await?))
+    let user_id = check_id("id", &user_id)?;
+    request_log::user(user_id);
+    Ok(Json(state.store.ledger(user_id, limit, query.before).await?))
 }
 
 async fn spend_credits(
@@ -56,6 +60,7 @@ async fn spend_credits(
 
 async fn spend(state: &AppState, req: &SpendRequest) -> Result<Billing, ApiError> {
     let checked = req.validate()?;
+    request_log::user(checked.user_id.as_str());
     let spend = Spend {
         user_id: checked.user_id.as_str(),
         amount: checked.amount,

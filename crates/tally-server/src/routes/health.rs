@@ -22,7 +22,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(check_health))
         .route("/readyz", get(check_readiness))
-        .route("/metrics", get(show_metrics))
+}
+
+/// `/metrics`: on the public listener, or alone on TALLY_METRICS_BIND's.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/metrics", get(show_metrics))
 }
 
 async fn check_health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -17,11 +17,13 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use tower::ServiceBuilder;
 
-use crate::{ApiError, AppState, limits};
+use crate::{ApiError, AppState, limits, request_log};
 
-/// Every route, with the body limit and the deadline of a request (`request_timeout`).
-pub fn router(request_timeout: Duration) -> Router<AppState> {
-    routes()
+/// Every route, with the body limit and the deadline of a request (`request_timeout`);
+/// `/metrics` too unless it has a listener of its own.
+pub fn router(request_timeout: Duration, with_metrics: bool) -> Router<AppState> {
+    let routes = if with_metrics { routes().merge(health::metrics_router()) } else { routes() };
+    routes
         // Unknown routes and methods answer in the JSON error shape too.
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -32,6 +34,15 @@ pub fn router(request_timeout: Duration) -> Router<AppState> {
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::RequestTimeout }))
                 .timeout(request_timeout),
         )
+        // Outermost, so that the line's latency and status include a timeout's answer.
+        .layer(axum::middleware::from_fn(request_log::log_request))
+}
+
+/// `/metrics` alone, for the listener of TALLY_METRICS_BIND.
+pub fn metrics_only() -> Router {
+    health::metrics_router()
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(axum::middleware::from_fn(request_log::log_request))
 }
 
 fn routes() -> Router<AppState> {

@@ -9,7 +9,7 @@ use tally_store::{ReservationState, Reserve};
 
 use crate::auth::HostApp;
 use crate::extract::{ApiJson, ApiPath};
-use crate::{ApiError, AppState, metrics};
+use crate::{ApiError, AppState, metrics, request_log};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,6 +25,7 @@ async fn reserve_credits(
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async {
         let checked = req.validate()?;
+        request_log::user(checked.user_id.as_str());
         let reserve = Reserve {
             user_id: checked.user_id.as_str(),
             amount: checked.amount,
@@ -50,6 +51,7 @@ async fn commit_reservation(
     }
     .await;
     metrics::credits("commit", &answer);
+    log_user(&answer);
     answer.map(Json)
 }
 
@@ -60,5 +62,13 @@ async fn release_reservation(
 ) -> Result<Json<ReservationState>, ApiError> {
     let answer = async { Ok(state.store.release_reservation(check_id("id", &id)?).await?) }.await;
     metrics::credits("release", &answer);
+    log_user(&answer);
     answer.map(Json)
+}
+
+/// A reservation's id names its user only once the store has found it.
+fn log_user(answer: &Result<ReservationState, ApiError>) {
+    if let Ok(state) = answer {
+        request_log::user(&state.reservation.user_id);
+    }
 }

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tally_store::IngestOutcome;
 
-use crate::{ApiError, AppState, IngestError, limits, metrics};
+use crate::{ApiError, AppState, IngestError, limits, metrics, request_log};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -65,6 +65,7 @@ async fn ingest(
         .verify(&body, signature, tally_store::now())
         .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
+    request_log::event(&parsed.id);
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     let result = crate::ingest_parsed(&state.store, &parsed, payload).await.map_err(|e| {
@@ -78,6 +79,9 @@ async fn ingest(
             IngestError::Store(e) => ApiError::from(e),
         }
     })?;
+    if let Some(user_id) = &result.user_id {
+        request_log::user(user_id);
+    }
     tracing::info!(event = %parsed.id, kind = %parsed.event_type, outcome = result.outcome.as_str(), "webhook");
     Ok((parsed.id, result))
 }
