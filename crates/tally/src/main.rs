@@ -3,6 +3,7 @@
 mod admin;
 mod catalogue;
 mod credits;
+mod doctor;
 mod stripe_setup;
 mod sync;
 mod trigger;
@@ -40,6 +41,8 @@ enum Command {
     /// Create the catalogue's missing products and prices in the Stripe account; write
     /// their ids into the catalogue file (or print the env lines without one).
     StripeSetup,
+    /// Check the configuration, the database and the Stripe account; exit 1 on an error.
+    Doctor(doctor::Args),
     /// Show or adjust a user's credits.
     #[command(subcommand)]
     Credits(credits::Command),
@@ -65,6 +68,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    // doctor reports a configuration mistake as one of its lines; the others stop at it.
+    if let Command::Doctor(args) = command {
+        return doctor::run(args, Config::from_env()).await;
+    }
     let config = Config::from_env()?;
     match command {
         Command::Serve => {
@@ -87,5 +94,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Replay(args) => admin::replay(args, config).await,
         Command::Audit => admin::audit(config).await,
         Command::Sync(args) => sync::run(args, config).await,
+        Command::Doctor(_) => unreachable!("doctor runs before the configuration is required"),
     }
 }

@@ -63,7 +63,11 @@ async fn ingest(
     state
         .verifier
         .verify(&body, signature, tally_store::now())
-        .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
+        .map_err(|e| {
+            // Kept for `tally doctor`; counted in memory and written later, never awaited.
+            state.store.note_signature_failure();
+            ApiError::bad_request("invalid_signature", e.to_string())
+        })?;
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     // parse_event has read the body as JSON, which is UTF-8.
     let payload = std::str::from_utf8(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
