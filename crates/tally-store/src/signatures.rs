@@ -63,7 +63,10 @@ impl Store {
         .bind(n)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("delete from signature_failures where hour < $1").bind(hour - KEEP_SECONDS).execute(&mut *tx).await?;
+        sqlx::query("delete from signature_failures where hour < $1")
+            .bind(hour - KEEP_SECONDS)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

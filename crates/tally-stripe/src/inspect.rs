@@ -177,7 +177,12 @@ mod tests {
 
     #[test]
     fn a_price_that_sells_the_catalogue_price_has_no_differences() {
-        let want = CataloguePrice { id: Some("price_1".into()), amount: 4900, currency: "usd".into(), interval: Some(Interval::Month) };
+        let want = CataloguePrice {
+            id: Some("price_1".into()),
+            amount: 4900,
+            currency: "usd".into(),
+            interval: Some(Interval::Month),
+        };
         let mut price = StripePrice {
             id: "price_1".into(),
             active: true,

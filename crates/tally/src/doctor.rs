@@ -162,8 +162,10 @@ fn public_url(config: &Config) -> Check {
     if config.live() && !url.starts_with("https://") {
         return Check::error(
             "public_url",
-            format!("TALLY_PUBLIC_URL is {url} with a live Stripe key: checkout and portal links and the billing \
-                     page's cookie need https"),
+            format!(
+                "TALLY_PUBLIC_URL is {url} with a live Stripe key: checkout and portal links and the billing \
+                     page's cookie need https"
+            ),
             "serve tally behind TLS and set TALLY_PUBLIC_URL to its https:// address",
         );
     }
@@ -172,7 +174,9 @@ fn public_url(config: &Config) -> Check {
 
 /// `whsec_` and then the secret's letters and digits.
 fn whsec_shaped(secret: &str) -> bool {
-    secret.strip_prefix("whsec_").is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=_".contains(&b)))
+    secret
+        .strip_prefix("whsec_")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=_".contains(&b)))
 }
 
 fn webhook_secrets(config: &Config) -> Check {
@@ -264,7 +268,11 @@ async fn database(config: &Config, checks: &mut Vec<Check>) -> Option<Store> {
 /// subscriptions the catalogue no longer covers.
 async fn records(store: &Store, checks: &mut Vec<Check>) {
     let unreadable = |name: &'static str, e: tally_store::StoreError| {
-        Check::error(name, format!("cannot read tally's records: {e}"), "check the database, then run `tally doctor` again")
+        Check::error(
+            name,
+            format!("cannot read tally's records: {e}"),
+            "check the database, then run `tally doctor` again",
+        )
     };
     checks.push(match store.signature_failures_since(tally_store::now() - 24 * 3600).await {
         Ok((0, _)) => Check::ok("signature_failures", "no webhook refused for its signature in the last 24 h"),
@@ -322,7 +330,8 @@ fn unmatched(by_reason: &[(String, i64)]) -> Check {
         fixes.push("for unknown_price, name the price in the catalogue file (if it is yours)");
     }
     if by_reason.iter().any(|(r, _)| r != tally_core::rules::UNKNOWN_PRICE) {
-        fixes.push("for no user, make checkout set client_reference_id or metadata.user_id (tally's own checkout does)");
+        fixes
+            .push("for no user, make checkout set client_reference_id or metadata.user_id (tally's own checkout does)");
     }
     Check::error(
         "unmatched_events",
@@ -411,8 +420,10 @@ async fn prices(config: &Config, client: &StripeClient, livemode: bool) -> Check
     if problems.is_empty() {
         return Check::ok(
             "stripe_prices",
-            format!("{checked} catalogue price(s) exist in {mode} mode, active, with the catalogue's amount, \
-                     currency and interval"),
+            format!(
+                "{checked} catalogue price(s) exist in {mode} mode, active, with the catalogue's amount, \
+                     currency and interval"
+            ),
         );
     }
     Check::error(
@@ -450,7 +461,9 @@ fn webhook_endpoint(config: &Config, endpoints: Result<Vec<WebhookEndpoint>, tal
             return Check::warning(
                 "webhook_endpoint",
                 message,
-                format!("Stripe cannot reach localhost: run `stripe listen --forward-to {url}` while developing, or {create}"),
+                format!(
+                    "Stripe cannot reach localhost: run `stripe listen --forward-to {url}` while developing, or {create}"
+                ),
             );
         }
         return Check::error("webhook_endpoint", message, create);
@@ -471,7 +484,10 @@ fn webhook_endpoint(config: &Config, endpoints: Result<Vec<WebhookEndpoint>, tal
             "add those event types to the endpoint (Dashboard > Developers > Webhooks > the endpoint)",
         );
     }
-    Check::ok("webhook_endpoint", format!("endpoint {} for {url} is enabled with every event tally handles; API version {version}", endpoint.id))
+    Check::ok(
+        "webhook_endpoint",
+        format!("endpoint {} for {url} is enabled with every event tally handles; API version {version}", endpoint.id),
+    )
 }
 
 fn portal(livemode: bool, configurations: Result<Vec<PortalConfiguration>, tally_stripe::StripeError>) -> Check {

@@ -92,7 +92,8 @@ type Shared = Arc<Mutex<Account>>;
 fn refused(headers: &HeaderMap, account: &Account) -> Option<Response> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if account.key_refused || !auth.starts_with("Bearer sk_") {
-        let body = json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****"}});
+        let body =
+            json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****"}});
         return Some((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response());
     }
     None
@@ -323,13 +324,47 @@ fn each_stripe_finding_is_an_error_line_with_its_fix() {
     let cases: [(&str, Change, &str, &[&str]); 11] = [
         ("key refused", |a| a.key_refused = true, "stripe_key", &["refused the key (sk_test_...)", "Invalid API Key"]),
         ("wrong mode", |a| a.prices[0]["livemode"] = json!(true), "stripe_prices", &["price_pro_m", "live-mode price"]),
-        ("price missing", |a| { a.prices.remove(3); }, "stripe_prices", &["price_small (small): no such price in test mode"]),
+        (
+            "price missing",
+            |a| {
+                a.prices.remove(3);
+            },
+            "stripe_prices",
+            &["price_small (small): no such price in test mode"],
+        ),
         ("price inactive", |a| a.prices[1]["active"] = json!(false), "stripe_prices", &["price_pro_y", "archived"]),
-        ("wrong amount", |a| a.prices[0]["unit_amount"] = json!(4500), "stripe_prices", &["amount 4500 in Stripe, 4900 in the catalogue"]),
-        ("wrong currency", |a| a.prices[3]["currency"] = json!("eur"), "stripe_prices", &["currency eur in Stripe, usd"]),
-        ("wrong interval", |a| a.prices[1]["recurring"]["interval"] = json!("month"), "stripe_prices", &["per month in Stripe, per year in the catalogue"]),
-        ("no endpoint", |a| { a.endpoints.pop(); }, "webhook_endpoint", &["no webhook endpoint points at https://billing.example.com/api/webhooks/stripe"]),
-        ("missing event", |a| a.endpoints[2]["enabled_events"] = json!(&HANDLED_EVENTS[..HANDLED_EVENTS.len() - 1]), "webhook_endpoint", &["does not send", HANDLED_EVENTS[HANDLED_EVENTS.len() - 1]]),
+        (
+            "wrong amount",
+            |a| a.prices[0]["unit_amount"] = json!(4500),
+            "stripe_prices",
+            &["amount 4500 in Stripe, 4900 in the catalogue"],
+        ),
+        (
+            "wrong currency",
+            |a| a.prices[3]["currency"] = json!("eur"),
+            "stripe_prices",
+            &["currency eur in Stripe, usd"],
+        ),
+        (
+            "wrong interval",
+            |a| a.prices[1]["recurring"]["interval"] = json!("month"),
+            "stripe_prices",
+            &["per month in Stripe, per year in the catalogue"],
+        ),
+        (
+            "no endpoint",
+            |a| {
+                a.endpoints.pop();
+            },
+            "webhook_endpoint",
+            &["no webhook endpoint points at https://billing.example.com/api/webhooks/stripe"],
+        ),
+        (
+            "missing event",
+            |a| a.endpoints[2]["enabled_events"] = json!(&HANDLED_EVENTS[..HANDLED_EVENTS.len() - 1]),
+            "webhook_endpoint",
+            &["does not send", HANDLED_EVENTS[HANDLED_EVENTS.len() - 1]],
+        ),
         ("disabled", |a| a.endpoints[2]["status"] = json!("disabled"), "webhook_endpoint", &["we_ours", "is disabled"]),
         ("no portal", |a| a.portals.clear(), "customer_portal", &["no active default configuration"]),
     ];
@@ -345,7 +380,9 @@ fn each_stripe_finding_is_an_error_line_with_its_fix() {
     fake.set(|a| a.key_refused = true);
     assert!(doctor(&dir, &with(&env, &[])).check("stripe_prices").is_none());
     // A missing legacy price is reported too, an archived one is fine (it is never offered).
-    fake.set(|a| { a.prices.remove(2); });
+    fake.set(|a| {
+        a.prices.remove(2);
+    });
     doctor(&dir, &with(&env, &[])).expect("stripe_prices", "error", &["price_pro_2024 (pro legacy)"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -362,7 +399,10 @@ fn local_settings_findings_name_their_fix() {
             p["livemode"] = json!(true);
         }
     });
-    let live = doctor(&dir, &with(&env, &[("STRIPE_SECRET_KEY", "sk_live_doctor"), ("TALLY_PUBLIC_URL", "http://billing.example.com")]));
+    let live = doctor(
+        &dir,
+        &with(&env, &[("STRIPE_SECRET_KEY", "sk_live_doctor"), ("TALLY_PUBLIC_URL", "http://billing.example.com")]),
+    );
     assert_eq!(live.code, Some(1));
     live.expect("public_url", "error", &["http://billing.example.com", "live"]);
     live.expect("stripe_key", "ok", &["sk_live_...", "live mode"]);
