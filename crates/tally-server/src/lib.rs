@@ -312,7 +312,7 @@ fn public_url_elsewhere(public_url: &str, addr: SocketAddr) -> Option<String> {
 
 /// Where the database is, for a person, without the credentials a URL may carry:
 /// SQLite's file, or Postgres' host, database and tally's schema.
-fn database_place(url: &str, schema: &str) -> String {
+pub fn database_place(url: &str, schema: &str) -> String {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let file = rest.trim_start_matches("//").split('?').next().unwrap_or_default();
         return format!("the SQLite file {file}");

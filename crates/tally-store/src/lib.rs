@@ -27,7 +27,9 @@ mod writer;
 mod audit;
 mod clock;
 mod handoffs;
+mod health;
 mod reads;
+mod signatures;
 mod writes;
 
 mod error;
@@ -45,6 +47,7 @@ use tally_core::Catalogue;
 pub use audit::{Audit, Drift};
 pub use clock::Granted;
 pub use handoffs::Handoff;
+pub use health::Waiting;
 pub use profiles::ProfilesTable;
 pub use writer::Stats as WriteStats;
 use writer::Writer;
@@ -101,6 +104,8 @@ pub struct Store {
     catalogue: Arc<Catalogue>,
     /// Every webhook and spend is written through it, in batches.
     writer: Writer,
+    /// Signature refusals not yet written to their hourly record.
+    signature_failures: Arc<signatures::Pending>,
 }
 
 impl Store {
@@ -138,6 +143,7 @@ impl Store {
             backend,
             schema: Arc::from(options.schema.as_str()),
             catalogue,
+            signature_failures: Arc::default(),
         })
     }
 

@@ -20,6 +20,7 @@ pub const MIGRATIONS: Migrations = &[
     (20261201000004, include_str!("../migrations/common/20261201000004_catalogue.sql")),
     (20261202000005, include_str!("../migrations/common/20261202000005_handoffs.sql")),
     (20261202000006, include_str!("../migrations/postgres/20261202000006_profiles.sql")),
+    (20261202000007, include_str!("../migrations/common/20261202000007_signature_failures.sql")),
 ];
 
 /// Held by the migration transaction; the key is "tally" in ASCII. One key for every
@@ -40,6 +41,7 @@ const TABLES: &[&str] = &[
     "reservations",
     "ownership_conflicts",
     "handoffs",
+    "signature_failures",
 ];
 const FUNCTIONS: &[&str] = &["ledger_is_append_only()"];
 

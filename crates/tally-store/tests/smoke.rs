@@ -50,3 +50,33 @@ async fn a_value_the_database_refuses_is_not_an_outage_on_sqlite_or_postgres() {
         }
     }
 }
+
+#[tokio::test]
+async fn signature_failures_are_counted_an_hour_a_row_and_pruned_on_sqlite_and_postgres() {
+    let (stores, _postgres) = each_backend().await;
+    let now = tally_store::now();
+    for store in stores {
+        store.migrate().await.unwrap();
+        store.record_signature_failures(4, now - 3 * 86_400).await.unwrap();
+        assert_eq!(store.signature_failures_since(now - 4 * 86_400).await.unwrap(), (4, 1));
+        store.record_signature_failures(2, now).await.unwrap();
+        store.record_signature_failures(3, now).await.unwrap();
+        // The old hour is gone; this hour is one row.
+        assert_eq!(store.signature_failures_since(now - 24 * 3600).await.unwrap(), (5, 1));
+
+        // A flood: counted in memory, written by one task at a time, never awaited.
+        for _ in 0..1_000 {
+            store.note_signature_failure();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (count, rows) = store.signature_failures_since(now - 24 * 3600).await.unwrap();
+            assert!(rows <= 2, "one row an hour: {rows}");
+            if count == 1_005 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "counted {count}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

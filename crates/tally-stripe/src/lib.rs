@@ -7,6 +7,8 @@ pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod fake;
+#[cfg(feature = "client")]
+pub mod inspect;
 pub mod parse;
 pub mod signature;
 

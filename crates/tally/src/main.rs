@@ -3,6 +3,7 @@
 mod admin;
 mod catalogue;
 mod credits;
+mod doctor;
 mod stripe_setup;
 mod sync;
 mod trigger;
@@ -40,6 +41,8 @@ enum Command {
     /// Create the catalogue's missing products and prices in the Stripe account; write
     /// their ids into the catalogue file (or print the env lines without one).
     StripeSetup,
+    /// Check the configuration, the database and the Stripe account; exit 1 on an error.
+    Doctor(doctor::Args),
     /// Show or adjust a user's credits.
     #[command(subcommand)]
     Credits(credits::Command),
@@ -49,15 +52,15 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Configuration first: it says how to log (TALLY_LOG_FORMAT).
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("tally: {e}");
-            return ExitCode::FAILURE;
-        }
+    let config = Config::from_env();
+    init_logging(config.as_ref().map_or(LogFormat::Text, |c| c.log_format), matches!(cli.command, Command::Serve));
+    let answer = match (cli.command, config) {
+        // doctor reports a configuration mistake as one of its lines; the others stop at it.
+        (Command::Doctor(args), config) => doctor::run(args, config).await,
+        (_, Err(e)) => Err(e.into()),
+        (command, Ok(config)) => run(command, config).await,
     };
-    init_logging(config.log_format, matches!(cli.command, Command::Serve));
-    match run(cli.command, config).await {
+    match answer {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tally: {e:#}");
@@ -101,5 +104,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Replay(args) => admin::replay(args, config).await,
         Command::Audit => admin::audit(config).await,
         Command::Sync(args) => sync::run(args, config).await,
+        Command::Doctor(_) => unreachable!("doctor runs before the configuration is required"),
     }
 }

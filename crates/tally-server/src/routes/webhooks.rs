@@ -60,10 +60,11 @@ async fn ingest(
         return Err(ApiError::bad_request("unsupported_content_type", "Stripe events are application/json"));
     }
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-    state
-        .verifier
-        .verify(&body, signature, tally_store::now())
-        .map_err(|e| ApiError::bad_request("invalid_signature", e.to_string()))?;
+    state.verifier.verify(&body, signature, tally_store::now()).map_err(|e| {
+        // Kept for `tally doctor`; counted in memory and written later, never awaited.
+        state.store.note_signature_failure();
+        ApiError::bad_request("invalid_signature", e.to_string())
+    })?;
     let parsed = tally_stripe::parse_event(&body).map_err(|e| ApiError::bad_request("not_an_event", e.to_string()))?;
     request_log::event(&parsed.id);
     // parse_event has read the body as JSON, which is UTF-8.
