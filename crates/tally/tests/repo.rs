@@ -111,3 +111,30 @@ fn the_readme_installs_one_binary_and_uses_it() {
     let first_curl = readme.lines().find(|l| l.trim_start().starts_with("curl ")).unwrap();
     assert_eq!(first_curl.trim(), "curl localhost:3000/api/catalogue");
 }
+
+/// The deployment files cannot be run here (no Docker daemon, no systemd as init), so
+/// what they must keep is checked: the build CI's install does, a non-root user, the
+/// SQLite volume, healthchecks on `/readyz`, a stop grace above tally's 30 s, and the
+/// unit's hardening.
+#[test]
+fn the_deployment_files_build_like_ci_and_check_readiness() {
+    let dockerfile = repo_file("Dockerfile");
+    assert!(dockerfile.contains("cargo build --release --locked"), "the Dockerfile builds as CI does");
+    assert!(dockerfile.lines().any(|l| l.starts_with("USER ") && !l.contains("root")), "a non-root user");
+    assert!(dockerfile.contains("VOLUME [\"/var/lib/tally\"]") && dockerfile.contains("sqlite:///var/lib/tally/"));
+    assert!(dockerfile.contains("/readyz"), "the image's healthcheck is readiness");
+
+    let compose = repo_file("deploy/compose.yaml");
+    assert!(compose.contains("image: postgres:16"));
+    assert_eq!(compose.matches("healthcheck:").count(), 2, "tally and Postgres both have one");
+    assert!(compose.contains("http://127.0.0.1:3000/readyz"));
+    assert!(compose.contains("condition: service_healthy"), "tally waits for a healthy Postgres");
+    assert!(compose.contains("stop_grace_period: 35s"));
+
+    let unit = repo_file("deploy/tally.service");
+    for line in ["DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "StateDirectory=tally", "TimeoutStopSec=35"]
+    {
+        assert!(unit.lines().any(|l| l == line), "tally.service lacks {line}");
+    }
+    assert!(unit.contains("ExecStart=/usr/local/bin/tally serve"));
+}
