@@ -42,11 +42,33 @@ pub fn month_name(t: i64) -> String {
     }
 }
 
+/// `t` as `YYYY-MM-DD HH:MM:SS UTC`, for what people read (`tally sync`'s report).
+pub fn moment(t: i64) -> String {
+    match OffsetDateTime::from_unix_timestamp(t) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ),
+        Err(_) => format!("{t} (out of range)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const JAN_31_2026_NOON: i64 = 1_769_860_800;
+
+    #[test]
+    fn moments_read_as_utc_times() {
+        assert_eq!(moment(JAN_31_2026_NOON), "2026-01-31 12:00:00 UTC");
+        assert_eq!(moment(i64::MAX), format!("{} (out of range)", i64::MAX));
+    }
 
     #[test]
     fn anniversaries_keep_the_day_and_clamp_to_short_months() {

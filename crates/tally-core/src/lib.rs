@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod error;
 pub mod event;
 pub mod input;
+pub mod reconcile;
 pub mod requests;
 pub mod rules;
 

@@ -161,7 +161,7 @@ fn starts_trial(invoice: &Invoice) -> bool {
 
 /// The period a subscription object is in; the one that starts at `start_date` is the
 /// first, and a trialing one is in its trial.
-fn subscription_period(sub: &Subscription) -> Option<i64> {
+pub fn subscription_period(sub: &Subscription) -> Option<i64> {
     if sub.status == "trialing" {
         return Some(TRIAL_PERIOD);
     }

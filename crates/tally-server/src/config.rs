@@ -274,7 +274,10 @@ impl Config {
             None => None,
             Some(text) => match text.parse::<SocketAddr>() {
                 Ok(addr) if addr == bind => {
-                    return Err(invalid("TALLY_METRICS_BIND", format!("{addr} is TALLY_BIND itself; name another port")));
+                    return Err(invalid(
+                        "TALLY_METRICS_BIND",
+                        format!("{addr} is TALLY_BIND itself; name another port"),
+                    ));
                 }
                 Ok(addr) => Some(addr),
                 Err(_) => {

@@ -147,7 +147,9 @@ impl Application {
             lines.push(hint);
         }
         if let Some(metrics) = self.metrics_addr() {
-            lines.push(format!("  metrics:            http://{metrics}/metrics  (TALLY_METRICS_BIND; not on the public port)"));
+            lines.push(format!(
+                "  metrics:            http://{metrics}/metrics  (TALLY_METRICS_BIND; not on the public port)"
+            ));
         }
         if notes.dev_login {
             // Dev login is local only; the page it opens is on the same host, so its

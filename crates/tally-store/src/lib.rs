@@ -29,6 +29,7 @@ mod clock;
 mod handoffs;
 mod health;
 mod reads;
+mod reconcile;
 mod signatures;
 mod writes;
 
@@ -49,6 +50,7 @@ pub use clock::Granted;
 pub use handoffs::Handoff;
 pub use health::Waiting;
 pub use profiles::ProfilesTable;
+pub use reconcile::KeptSubscription;
 pub use writer::Stats as WriteStats;
 use writer::Writer;
 pub use writer::register_metrics;

@@ -189,24 +189,44 @@ pub const HANDLED_EVENTS: [&str; 11] = [
     "customer.updated",
 ];
 
-/// One page of `GET /v1/events`, newest first, each event kept raw.
+/// One page of a Stripe list, newest first, each object kept raw.
 #[derive(Debug, Deserialize)]
-pub struct EventPage {
+pub struct RawPage {
     pub data: Vec<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     pub has_more: bool,
 }
 
 impl StripeClient {
-    /// Events of the handled types created at or after `since`, a page at a time.
-    pub async fn list_events(&self, since: i64, starting_after: Option<&str>) -> Result<EventPage, StripeError> {
+    /// Events of one handled type created at or after `since`, a page at a time. One
+    /// type per list (`type`, not `types[]`), which every Stripe API version and
+    /// localstripe answer alike.
+    pub async fn list_events(
+        &self,
+        event_type: &str,
+        since: i64,
+        starting_after: Option<&str>,
+    ) -> Result<RawPage, StripeError> {
         let since = since.to_string();
-        let mut query: Vec<(&str, &str)> = HANDLED_EVENTS.iter().map(|t| ("types[]", *t)).collect();
-        query.extend([("created[gte]", since.as_str()), ("limit", "100")]);
+        let mut query = vec![("type", event_type), ("created[gte]", since.as_str()), ("limit", "100")];
         if let Some(after) = starting_after {
             query.push(("starting_after", after));
         }
         self.get("/v1/events", &query).await
+    }
+
+    /// Every subscription, whatever its status, a page at a time.
+    pub async fn list_subscriptions(&self, starting_after: Option<&str>) -> Result<RawPage, StripeError> {
+        let mut query = vec![("status", "all"), ("limit", "100")];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after));
+        }
+        self.get("/v1/subscriptions", &query).await
+    }
+
+    /// An invoice, raw, to be read the way its webhook would be.
+    pub async fn retrieve_invoice(&self, id: &str) -> Result<Box<serde_json::value::RawValue>, StripeError> {
+        self.get(&format!("/v1/invoices/{}", path_segment(id)), &[]).await
     }
 }
 

@@ -421,3 +421,69 @@ impl From<ChargeObject> for Charge {
         }
     }
 }
+
+/// The fields of a listed subscription that its webhook does not need.
+#[derive(Deserialize)]
+struct ListedExtras {
+    latest_invoice: Option<Expandable>,
+    #[serde(default)]
+    livemode: bool,
+}
+
+/// A subscription from `GET /v1/subscriptions`, read the way its webhook would be.
+#[derive(Debug, Clone)]
+pub struct ListedSubscription {
+    pub subscription: Subscription,
+    /// The newest invoice: the one that opened the current period, unless a plan change
+    /// was billed since.
+    pub latest_invoice: Option<String>,
+    pub livemode: bool,
+}
+
+pub fn listed_subscription(raw: &str) -> Result<ListedSubscription, serde_json::Error> {
+    let extras: ListedExtras = read(raw)?;
+    Ok(ListedSubscription {
+        subscription: read::<SubscriptionObject>(raw)?.into(),
+        latest_invoice: id_of(extras.latest_invoice),
+        livemode: extras.livemode,
+    })
+}
+
+#[derive(Deserialize)]
+struct InvoiceObjectStatus {
+    status: Option<String>,
+    created: Option<i64>,
+    #[serde(default)]
+    livemode: bool,
+}
+
+/// What `tally sync` asks of an invoice before it applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvoiceStatus {
+    pub paid: bool,
+    pub created: i64,
+    pub livemode: bool,
+}
+
+pub fn invoice_status(raw: &str) -> Result<InvoiceStatus, serde_json::Error> {
+    let invoice: InvoiceObjectStatus = read(raw)?;
+    Ok(InvoiceStatus {
+        paid: invoice.status.as_deref() == Some("paid"),
+        created: invoice.created.unwrap_or(0),
+        livemode: invoice.livemode,
+    })
+}
+
+/// An event around an object read from the API, as a webhook would carry it: `tally
+/// sync` repairs through the webhook's own path, and the event is stored for replay.
+pub fn envelope(id: &str, event_type: &str, created: i64, livemode: bool, object: &RawValue) -> String {
+    serde_json::json!({
+        "id": id,
+        "object": "event",
+        "type": event_type,
+        "created": created,
+        "livemode": livemode,
+        "data": { "object": object },
+    })
+    .to_string()
+}

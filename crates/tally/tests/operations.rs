@@ -57,12 +57,8 @@ async fn serve(dir: &Path, database_url: &str, extra: &[(&str, &str)]) -> Servin
 }
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let response = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .ok()?;
+    let response =
+        reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}")).bearer_auth(API_KEY).send().await.ok()?;
     Some((response.status().as_u16(), response.text().await.ok()?))
 }
 
@@ -128,11 +124,15 @@ async fn wait_for_exit(child: &mut Child, within: Duration) -> std::process::Exi
 #[tokio::test]
 async fn json_logs_name_the_route_user_event_and_latency_and_never_a_secret() {
     let dir = support::work_dir("ops-logs");
-    let mut server = serve(&dir, &sqlite_url(&dir), &[
-        ("TALLY_LOG_FORMAT", "json"),
-        // As verbose as an operator chasing a problem would make tally's own crates.
-        ("RUST_LOG", "info,tally=debug,tally_server=debug,tally_store=debug,tally_stripe=debug,tally_auth=debug"),
-    ])
+    let mut server = serve(
+        &dir,
+        &sqlite_url(&dir),
+        &[
+            ("TALLY_LOG_FORMAT", "json"),
+            // As verbose as an operator chasing a problem would make tally's own crates.
+            ("RUST_LOG", "info,tally=debug,tally_server=debug,tally_store=debug,tally_stripe=debug,tally_auth=debug"),
+        ],
+    )
     .await;
     let base = format!("http://127.0.0.1:{}", server.port);
     let client = reqwest::Client::new();

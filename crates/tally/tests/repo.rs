@@ -132,7 +132,8 @@ fn the_deployment_files_build_like_ci_and_check_readiness() {
     assert!(compose.contains("stop_grace_period: 35s"));
 
     let unit = repo_file("deploy/tally.service");
-    for line in ["DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "StateDirectory=tally", "TimeoutStopSec=35"]
+    for line in
+        ["DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "StateDirectory=tally", "TimeoutStopSec=35"]
     {
         assert!(unit.lines().any(|l| l == line), "tally.service lacks {line}");
     }

@@ -19,9 +19,7 @@ use crate::{ApiError, AppState, metrics};
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(check_health))
-        .route("/readyz", get(check_readiness))
+    Router::new().route("/healthz", get(check_health)).route("/readyz", get(check_readiness))
 }
 
 /// `/metrics`: on the public listener, or alone on TALLY_METRICS_BIND's.

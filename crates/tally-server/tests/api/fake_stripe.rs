@@ -38,6 +38,9 @@ struct Inner {
     sessions: HashMap<String, Value>,
     /// What GET /v1/events lists, newest first, two to a page.
     events: Vec<Value>,
+    /// What GET /v1/subscriptions lists, newest first, two to a page.
+    subscriptions: Vec<Value>,
+    invoices: HashMap<String, Value>,
     next: u64,
 }
 
@@ -97,6 +100,8 @@ impl FakeStripe {
             .route("/v1/products", post(create))
             .route("/v1/prices", post(create).get(list_prices))
             .route("/v1/events", get(list_events))
+            .route("/v1/subscriptions", get(list_subscriptions))
+            .route("/v1/invoices/{id}", get(retrieve_invoice))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -120,6 +125,17 @@ impl FakeStripe {
     pub fn set_events(&self, mut events: Vec<Value>) {
         events.reverse();
         self.inner.lock().unwrap().events = events;
+    }
+
+    /// The subscriptions Stripe has, in the order they were created.
+    pub fn set_subscriptions(&self, mut subscriptions: Vec<Value>) {
+        subscriptions.reverse();
+        self.inner.lock().unwrap().subscriptions = subscriptions;
+    }
+
+    pub fn add_invoice(&self, invoice: Value) {
+        let id = invoice["id"].as_str().expect("an invoice has an id").to_owned();
+        self.inner.lock().unwrap().invoices.insert(id, invoice);
     }
 
     /// Marks a Checkout Session as paid, as if the customer finished the payment page.
@@ -244,22 +260,70 @@ fn documented_patterns_match_stripe_style_names() {
     assert!(!matches("mode", "modes"));
 }
 
+/// `type` (one event type) and `created[gte]`, as Stripe documents them.
 async fn list_events(State(fake): State<FakeStripe>, Query(query): Query<Vec<(String, String)>>) -> Response {
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let types: Vec<&String> = query.iter().filter(|(k, _)| k == "types[]").map(|(_, v)| v).collect();
+    if let Some((name, _)) =
+        query.iter().find(|(k, _)| !["type", "created[gte]", "limit", "starting_after"].contains(&k.as_str()))
+    {
+        return stripe_error(
+            400,
+            "invalid_request_error",
+            "parameter_unknown",
+            &format!("Received unknown parameter: {name}"),
+        );
+    }
+    let event_type = param("type");
     let since: i64 = param("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(0);
     let inner = fake.inner.lock().unwrap();
     let matching: Vec<&Value> = inner
         .events
         .iter()
         .filter(|e| e["created"].as_i64().unwrap_or(0) >= since)
-        .filter(|e| types.is_empty() || types.iter().any(|t| e["type"] == t.as_str()))
+        .filter(|e| event_type.as_ref().is_none_or(|t| e["type"] == t.as_str()))
         .collect();
-    let start = match param("starting_after") {
-        Some(after) => matching.iter().position(|e| e["id"] == after.as_str()).map_or(matching.len(), |i| i + 1),
+    page_of(&matching, param("starting_after"))
+}
+
+/// `status=all`, two to a page. A failure told for `/v1/subscriptions` hits the first
+/// page; one told for `/v1/subscriptions?starting_after` hits the later ones.
+async fn list_subscriptions(
+    State(fake): State<FakeStripe>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let after = param("starting_after");
+    let path = if after.is_some() { "/v1/subscriptions?starting_after" } else { "/v1/subscriptions" };
+    if let Some(status) = fake.record(path, &headers, query.clone()) {
+        return stripe_error(status, "api_error", "fake_failure", "the fake was told to fail");
+    }
+    if param("status").as_deref() != Some("all") {
+        return stripe_error(400, "invalid_request_error", "fake_status", "tally lists subscriptions with status=all");
+    }
+    let inner = fake.inner.lock().unwrap();
+    if let Some(after) = &after
+        && !inner.subscriptions.iter().any(|s| s["id"] == after.as_str())
+    {
+        return stripe_error(400, "invalid_request_error", "resource_missing", "No such subscription");
+    }
+    let all: Vec<&Value> = inner.subscriptions.iter().collect();
+    page_of(&all, after)
+}
+
+fn page_of(objects: &[&Value], starting_after: Option<String>) -> Response {
+    let start = match starting_after {
+        Some(after) => objects.iter().position(|e| e["id"] == after.as_str()).map_or(objects.len(), |i| i + 1),
         None => 0,
     };
-    let page: Vec<Value> = matching.iter().skip(start).take(2).map(|e| (*e).clone()).collect();
-    let has_more = start + page.len() < matching.len();
+    let page: Vec<Value> = objects.iter().skip(start).take(2).map(|e| (*e).clone()).collect();
+    let has_more = start + page.len() < objects.len();
     axum::Json(json!({ "object": "list", "data": page, "has_more": has_more })).into_response()
+}
+
+async fn retrieve_invoice(State(fake): State<FakeStripe>, Path(id): Path<String>) -> Response {
+    match fake.inner.lock().unwrap().invoices.get(&id) {
+        Some(invoice) => axum::Json(invoice.clone()).into_response(),
+        None => stripe_error(404, "invalid_request_error", "resource_missing", "No such invoice"),
+    }
 }

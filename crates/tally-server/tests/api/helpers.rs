@@ -546,6 +546,20 @@ impl Customer {
         period_start: i64,
         created: i64,
     ) -> Value {
+        let status = if event_type == "invoice.payment_failed" { "open" } else { "paid" };
+        self.event(event_type, created, self.invoice_object(id, sub, price, reason, period_start, status))
+    }
+
+    /// An invoice as the API returns it: `paid`, or `open` (unpaid).
+    pub fn invoice_object(
+        &self,
+        id: &str,
+        sub: &str,
+        price: &str,
+        reason: &str,
+        period_start: i64,
+        status: &str,
+    ) -> Value {
         let spec = InvoiceSpec {
             id,
             subscription: sub,
@@ -556,9 +570,9 @@ impl Customer {
             period_start,
             period_end: period_start + MONTH,
             amount: self.plan_amount(price),
-            status: if event_type == "invoice.payment_failed" { "open" } else { "paid" },
+            status,
         };
-        self.event(event_type, created, fake::invoice(self.shape, &spec))
+        fake::invoice(self.shape, &spec)
     }
 
     /// A customer.subscription.* event; the first period starts at `start_date`.
@@ -574,6 +588,20 @@ impl Customer {
         cancel_at_period_end: bool,
         created: i64,
     ) -> Value {
+        let object = self.subscription_object(sub, price, status, start_date, period_start, cancel_at_period_end);
+        self.event(event_type, created, object)
+    }
+
+    /// A subscription as the API lists it.
+    pub fn subscription_object(
+        &self,
+        sub: &str,
+        price: &str,
+        status: &str,
+        start_date: i64,
+        period_start: i64,
+        cancel_at_period_end: bool,
+    ) -> Value {
         let spec = SubscriptionSpec {
             id: sub,
             customer: &self.customer,
@@ -585,7 +613,7 @@ impl Customer {
             period_end: period_start + MONTH,
             cancel_at_period_end,
         };
-        self.event(event_type, created, fake::subscription(self.shape, &spec))
+        fake::subscription(self.shape, &spec)
     }
 
     /// charge.refunded for the charge of a pack bought through `payment_intent`.
