@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tally_core::rules::SubscriptionState;
 
+use crate::rows::{self, SUBSCRIPTION_COLUMNS, SubscriptionRow};
 use crate::sql::fetch_in;
 use crate::{Store, StoreError};
 
@@ -24,29 +25,16 @@ impl Store {
     /// The subscriptions with these ids that tally keeps.
     pub async fn kept_subscriptions(&self, ids: &[&str]) -> Result<HashMap<String, KeptSubscription>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        type Row = (String, String, String, Option<String>, Option<String>, Option<i64>, Option<i64>, i64, i64);
-        let sql = "select id, user_id, status, plan, price_id, current_period_start, current_period_end,
-                          cancel_at_period_end, state_at
-                   from subscriptions where id in ({keys})";
-        let rows: Vec<Row> = fetch_in(&mut conn, sql, None, ids).await?;
+        let sql = format!("select {SUBSCRIPTION_COLUMNS} from subscriptions where id in ({{keys}})");
+        let found: Vec<SubscriptionRow> = fetch_in(&mut conn, &sql, None, ids).await?;
         let sql =
             "select subscription_id, start from periods where granted is not null and subscription_id in ({keys})";
         let granted: Vec<(String, i64)> = fetch_in(&mut conn, sql, None, ids).await?;
-        let mut kept: HashMap<String, KeptSubscription> = rows
+        let mut kept: HashMap<String, KeptSubscription> = found
             .into_iter()
-            .map(|(id, user_id, status, plan, price_id, start, end, cancel, state_at)| {
-                let state = SubscriptionState {
-                    id: id.clone(),
-                    user_id,
-                    status,
-                    plan,
-                    price_id,
-                    current_period_start: start,
-                    current_period_end: end,
-                    cancel_at_period_end: cancel != 0,
-                    state_at,
-                };
-                (id, KeptSubscription { state, granted: BTreeSet::new() })
+            .map(|row| {
+                let state = rows::subscription(row);
+                (state.id.clone(), KeptSubscription { state, granted: BTreeSet::new() })
             })
             .collect();
         for (id, start) in granted {

@@ -1,8 +1,9 @@
-//! Reading one account's row and its holds; locking and writing accounts is
-//! [`crate::unit`]'s.
+//! Reading one account's row and its holds, and subscription rows; locking and
+//! writing them is [`crate::unit`]'s.
 
 use sqlx::AnyConnection;
 use tally_core::Account;
+use tally_core::rules::SubscriptionState;
 
 use crate::StoreError;
 
@@ -23,6 +24,28 @@ pub fn account(user_id: &str, (tier, plan_credits, topup_credits, funded_by, fun
         funded_by,
         funded_at,
         reserved: 0,
+    }
+}
+
+/// The columns of a subscriptions row, in this order.
+pub const SUBSCRIPTION_COLUMNS: &str = "id, user_id, status, plan, price_id, current_period_start, current_period_end,
+    cancel_at_period_end, state_at";
+
+/// A subscriptions row, as [`SUBSCRIPTION_COLUMNS`] selects it.
+pub type SubscriptionRow = (String, String, String, Option<String>, Option<String>, Option<i64>, Option<i64>, i64, i64);
+
+pub fn subscription(row: SubscriptionRow) -> SubscriptionState {
+    let (id, user_id, status, plan, price_id, current_period_start, current_period_end, cancel, state_at) = row;
+    SubscriptionState {
+        id,
+        user_id,
+        status,
+        plan,
+        price_id,
+        current_period_start,
+        current_period_end,
+        cancel_at_period_end: cancel != 0,
+        state_at,
     }
 }
 

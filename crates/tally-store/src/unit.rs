@@ -19,7 +19,7 @@ use tally_core::{Account, Catalogue, Entry, EventKind};
 
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::profiles::{Profile, ProfilesTable};
-use crate::rows::{self, AccountRow};
+use crate::rows::{self, AccountRow, SUBSCRIPTION_COLUMNS, SubscriptionRow};
 use crate::sql::{CHUNK, by_size, fetch_in, insert_rows, unique, value_rows};
 use crate::{StoreError, views};
 
@@ -378,30 +378,17 @@ impl<'c> Unit<'c> {
         if want.is_empty() {
             return Ok(());
         }
-        type Row = (String, String, String, Option<String>, Option<String>, Option<i64>, Option<i64>, i64, i64);
-        let sql = "select id, user_id, status, plan, price_id, current_period_start, current_period_end,
-                          cancel_at_period_end, state_at
-                   from subscriptions where id in ({keys})";
-        let found: Vec<Row> = fetch_in(self.conn, sql, None, &want).await?;
+        let sql = format!("select {SUBSCRIPTION_COLUMNS} from subscriptions where id in ({{keys}})");
+        let found: Vec<SubscriptionRow> = fetch_in(self.conn, &sql, None, &want).await?;
         let sql = "select subscription_id, start, seen, granted from periods where subscription_id in ({keys})";
         let periods: Vec<(String, i64, Option<String>, Option<String>)> = fetch_in(self.conn, sql, None, &want).await?;
         for id in &want {
             self.subscriptions.insert((*id).to_owned(), None);
             self.periods.insert((*id).to_owned(), BTreeMap::new());
         }
-        for (id, user_id, status, plan, price_id, current_period_start, current_period_end, cancel, state_at) in found {
-            let state = SubscriptionState {
-                id: id.clone(),
-                user_id,
-                status,
-                plan,
-                price_id,
-                current_period_start,
-                current_period_end,
-                cancel_at_period_end: cancel != 0,
-                state_at,
-            };
-            self.subscriptions.insert(id, Some(state));
+        for row in found {
+            let state = rows::subscription(row);
+            self.subscriptions.insert(state.id.clone(), Some(state));
         }
         for (subscription_id, start, seen, granted) in periods {
             let period = Period { subscription_id: subscription_id.clone(), start, seen, granted };

@@ -3,20 +3,9 @@
 
 use tally_stripe::{ClientOptions, StripeClient};
 
-fn localstripe() -> Option<String> {
-    match std::env::var("LOCALSTRIPE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("LOCALSTRIPE_URL is not set, but CI requires localstripe"),
-        _ => {
-            eprintln!("LOCALSTRIPE_URL is not set: skipping the localstripe test");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_customer_created_with_metadata_reads_back() {
-    let Some(url) = localstripe() else { return };
+    let Some(url) = tally_testdb::localstripe_url("the localstripe test") else { return };
     let client = StripeClient::new(&url, "sk_test_localstripe", ClientOptions::default());
     let user = format!("user-{}", std::process::id());
     let created = client.create_customer(&user).await.expect("localstripe creates the customer");

@@ -1,4 +1,5 @@
-//! A Postgres for tests, shared by the crates' test suites (a dev-dependency only).
+//! A Postgres for tests, shared by the crates' test suites (a dev-dependency only), and
+//! where the other peer they use, localstripe, runs ([`localstripe_url`]).
 //!
 //! Why: a Postgres test that returns early when there is no server reports `ok` for
 //! something that never ran, and databases a run leaves behind pile up on the server.
@@ -292,4 +293,18 @@ fn watch(runner: &Runner, bin: &Path, dir: &Path, data: &Path) -> Result<(), Str
 fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Where localstripe (PyPI), the fake Stripe by others that CI starts, answers:
+/// `LOCALSTRIPE_URL`. Without it the calling test is skipped (it says so and returns),
+/// except under CI, which requires localstripe: there it panics.
+pub fn localstripe_url(test: &str) -> Option<String> {
+    match std::env::var("LOCALSTRIPE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!("LOCALSTRIPE_URL is not set, but CI requires localstripe"),
+        _ => {
+            eprintln!("LOCALSTRIPE_URL is not set: skipping {test}");
+            None
+        }
+    }
 }

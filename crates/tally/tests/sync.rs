@@ -13,17 +13,6 @@ use serde_json::Value;
 
 const API_KEY: &str = "sync-test-api-key";
 
-fn localstripe() -> Option<String> {
-    match std::env::var("LOCALSTRIPE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("LOCALSTRIPE_URL is not set, but CI requires localstripe"),
-        _ => {
-            eprintln!("LOCALSTRIPE_URL is not set: skipping the localstripe sync test");
-            None
-        }
-    }
-}
-
 async fn post(client: &reqwest::Client, url: String, form: &[(&str, &str)]) -> Value {
     let response = client.post(&url).bearer_auth("sk_test_localstripe").form(form).send().await.unwrap();
     let status = response.status();
@@ -79,7 +68,7 @@ fn balance(dir: &Path, db: &str, ls: &str, plan: &str, user: &str) -> (String, i
 }
 
 async fn sync_matches_localstripe_and_a_second_sync_changes_nothing(backend: &str, dir: &Path, db: &str) {
-    let Some(ls) = localstripe() else { return };
+    let Some(ls) = tally_testdb::localstripe_url("the localstripe sync test") else { return };
     // localstripe keeps what every run made: names of this run's own.
     let tag = format!("{backend}_{}_{}", tally_store::now(), std::process::id());
     let (plan, user) = (format!("plan_sync_pro_{tag}"), format!("sync-user-{tag}"));
@@ -94,7 +83,11 @@ async fn sync_matches_localstripe_and_a_second_sync_changes_nothing(backend: &st
     assert!(dry.contains("dry run: nothing was changed"), "{dry}");
     assert_eq!(balance(dir, db, &ls, &plan, &user), ("free".into(), 100));
 
-    let repaired = ok(&tally(dir, db, &ls, &plan, &["sync", "--skip-events"]), "sync --skip-events");
+    let output = tally(dir, db, &ls, &plan, &["sync", "--skip-events"]);
+    let repaired = ok(&output, "sync --skip-events");
+    // Not a terminal: progress comes as plain lines, a line a page, on stderr.
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(progress.lines().any(|l| l.starts_with("checked ") && l.ends_with(" subscriptions")), "{progress}");
     assert!(repaired.contains(&format!("{sub} (user {user}): subscription not kept -> active")), "{repaired}");
     let outcome = |what: &str| repaired.lines().find(|l| l.contains(what)).map(|l| l.rsplit(": ").next().unwrap());
     assert_eq!(outcome(&format!("customer.subscription.updated from {sub}")), Some("applied"), "{repaired}");

@@ -9,17 +9,6 @@ use serde_json::Value;
 
 use crate::helpers::{Db, SECRET, now, spawn_app_with};
 
-fn localstripe() -> Option<String> {
-    match std::env::var("LOCALSTRIPE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("LOCALSTRIPE_URL is not set, but CI requires localstripe"),
-        _ => {
-            eprintln!("LOCALSTRIPE_URL is not set: skipping the localstripe webhooks test");
-            None
-        }
-    }
-}
-
 async fn post(client: &reqwest::Client, url: String, form: &[(&str, &str)]) -> Value {
     let response = client.post(&url).bearer_auth("sk_test_localstripe").form(form).send().await.unwrap();
     let status = response.status();
@@ -30,7 +19,7 @@ async fn post(client: &reqwest::Client, url: String, form: &[(&str, &str)]) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn localstripes_signed_deliveries_grant_the_plan_once() {
-    let Some(ls) = localstripe() else { return };
+    let Some(ls) = tally_testdb::localstripe_url("the localstripe webhooks test") else { return };
     let n = now();
     let plan = format!("plan_tally_pro_{n}_{}", std::process::id());
     let user = format!("ls-user-{n}-{}", std::process::id());
