@@ -41,8 +41,19 @@ pub async fn pull(
         }
         return Ok(report);
     }
+    let mut outcomes = Vec::with_capacity(events.len());
     for (parsed, raw) in &events {
-        *report.entry(apply(store, parsed, raw.get()).await?.outcome).or_default() += 1;
+        outcomes.push(apply(store, parsed, raw.get()).await?.outcome);
+    }
+    // An event that found no user may be about a customer that a later event of the
+    // pass linked (the customer.created of the same second, listed after it): once more.
+    for ((parsed, raw), outcome) in events.iter().zip(outcomes.iter_mut()) {
+        if *outcome == "unmatched" {
+            *outcome = apply(store, parsed, raw.get()).await?.outcome;
+        }
+    }
+    for outcome in outcomes {
+        *report.entry(outcome).or_default() += 1;
     }
     Ok(report)
 }

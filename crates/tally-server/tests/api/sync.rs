@@ -1,7 +1,7 @@
 //! `tally sync`: events that webhooks never delivered are pulled from Stripe and applied,
 //! then every subscription is compared with tally's record and repaired.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tally_stripe::fake::Shape;
 use tally_stripe::{ClientOptions, StripeClient};
 
@@ -19,6 +19,7 @@ on_both_backends!(
     a_dry_run_lists_the_differences_and_writes_nothing,
     sync_backs_off_on_429_and_resumes_after_an_interruption,
     an_active_period_with_an_unpaid_invoice_is_reported_not_granted,
+    an_event_listed_before_the_customer_that_names_its_user_still_applies,
 );
 
 fn client(stripe: &FakeStripe) -> StripeClient {
@@ -261,5 +262,24 @@ async fn an_active_period_with_an_unpaid_invoice_is_reported_not_granted(db: Db)
     let again = sync(&stripe, &app, false).await;
     assert_eq!(again.differences.len(), 1);
     assert_eq!(app.stored_count().await, before);
+    app.assert_books_balance().await;
+}
+
+/// The events API is read one type at a time, so an invoice whose only clue is its
+/// customer comes before the customer.created that links that customer to a user, in
+/// the same second. The pass gives what found no user a second round.
+async fn an_event_listed_before_the_customer_that_names_its_user_still_applies(db: Db) {
+    let stripe = FakeStripe::start().await;
+    let app = spawn_app_with_stripe(db, &stripe).await;
+    let t = now() - 600;
+    let c = Customer::new("gus", Shape::V2026, app.shop);
+    let invoice = c.invoice("invoice.paid", "in_gus", "sub_gus", PRO, "subscription_create", t, t);
+    assert!(invoice["data"]["object"]["parent"]["subscription_details"]["metadata"]["user_id"].is_null());
+    let customer = json!({ "id": c.customer, "object": "customer", "metadata": { "user_id": "gus" } });
+    stripe.set_events(vec![c.event("customer.created", t, customer), invoice]);
+
+    let report = sync(&stripe, &app, false).await;
+    assert_eq!(report.events.get("unmatched"), None, "{report:?}");
+    assert_eq!(app.balance("gus").await, ("pro".into(), 2_500, 0));
     app.assert_books_balance().await;
 }
