@@ -47,8 +47,9 @@ pub struct Config {
     pub allow_promotion_codes: bool,
     /// Timeouts and retries of Stripe API calls (tests shorten them).
     pub stripe_client: ClientOptions,
-    /// Grant what falls due with time once a minute (tests turn it off and drive
-    /// `Store::grant_due` with a clock of their own).
+    /// Grant what falls due with time once a minute, and try the events that wait for
+    /// another every few seconds (tests turn it off and drive `Store::grant_due` and
+    /// `waiting::retry_waiting` with a clock of their own).
     pub grant_clock: bool,
     /// `TALLY_MAX_CONNECTIONS`: open connections at most; past it, 503.
     pub max_connections: usize,

@@ -15,6 +15,7 @@ mod request_log;
 pub(crate) mod routes;
 mod state;
 pub mod sync;
+pub mod waiting;
 
 use std::net::SocketAddr;
 
@@ -196,9 +197,13 @@ impl Application {
         &self.state
     }
 
-    /// Serves until ctrl-c or SIGTERM, granting what falls due with time meanwhile.
+    /// Serves until ctrl-c or SIGTERM, meanwhile granting what falls due with time and
+    /// trying again the events that wait for another.
     pub async fn run(self) -> anyhow::Result<()> {
         let clock = self.grant_clock.then(|| tokio::spawn(clock::tick_every_minute(self.state.store.clone())));
+        let waiting = self
+            .grant_clock
+            .then(|| tokio::spawn(waiting::sweep_every(self.state.store.clone(), waiting::SWEEP_EVERY)));
         // A scraper holds few connections; the same header and idle limits apply.
         let metrics = self.metrics_listener.map(|listener| {
             let serve = connections::serve(
@@ -212,7 +217,7 @@ impl Application {
         });
         let app = routes::router(self.timeouts.request, metrics.is_none()).with_state(self.state);
         connections::serve(self.listener, app, self.max_connections, self.timeouts, shutdown_signal()).await;
-        for task in [clock, metrics].into_iter().flatten() {
+        for task in [clock, waiting, metrics].into_iter().flatten() {
             task.abort();
         }
         Ok(())

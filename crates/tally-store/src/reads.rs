@@ -5,6 +5,7 @@ use crate::model::{Billing, LedgerRow, StoredEvent, TriggerState};
 use crate::views::billing_of;
 use crate::{Store, StoreError, now, rows};
 use tally_core::Account;
+use tally_core::rules::UNKNOWN_PRICE;
 
 impl Store {
     /// The user's billing state; a user tally has never seen is a new free user.
@@ -97,22 +98,25 @@ impl Store {
         self.events_where(sql, outcome).await
     }
 
+    /// Unmatched events worth another try at `now`: kept because no user was found yet
+    /// or the top-up a refund takes from had not arrived, which a later event may have
+    /// brought. Not those of a price the catalogue does not name (only a new file helps
+    /// them). Each try counts as an attempt, and the `n`th waits `backoff * n²` seconds
+    /// after the event came, so every replica sweeping leaves each event fewer tries,
+    /// not more; after Stripe's three days of retries, the operator's `tally replay`.
+    pub async fn events_to_retry(&self, now: i64, backoff: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = "select id, type, created, payload, outcome, note, user_id, attempts from events
+                   where outcome = 'unmatched' and received_at >= $1 and coalesce(note, '') <> $2
+                     and received_at + $3 * attempts * attempts <= $4
+                   order by received_at, id limit $5";
+        let query =
+            sqlx::query_as(sql).bind(now - RETRY_WINDOW).bind(UNKNOWN_PRICE).bind(backoff).bind(now).bind(limit);
+        Ok(stored_events(query.fetch_all(&self.pool).await?))
+    }
+
     async fn events_where(&self, sql: &'static str, value: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        type Row = (String, String, i64, String, String, Option<String>, Option<String>, i64);
-        let rows: Vec<Row> = sqlx::query_as(sql).bind(value).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, event_type, created, payload, outcome, note, user_id, attempts)| StoredEvent {
-                id,
-                event_type,
-                created,
-                payload,
-                outcome,
-                note,
-                user_id,
-                attempts,
-            })
-            .collect())
+        let rows: Vec<EventRow> = sqlx::query_as(sql).bind(value).fetch_all(&self.pool).await?;
+        Ok(stored_events(rows))
     }
 
     /// The Stripe state of a user that `tally trigger` continues from.
@@ -152,4 +156,24 @@ impl Store {
         .await?;
         Ok(state)
     }
+}
+
+/// How far back unmatched events are retried: Stripe's own retries stop after three days.
+const RETRY_WINDOW: i64 = 3 * 24 * 3600;
+
+type EventRow = (String, String, i64, String, String, Option<String>, Option<String>, i64);
+
+fn stored_events(rows: Vec<EventRow>) -> Vec<StoredEvent> {
+    rows.into_iter()
+        .map(|(id, event_type, created, payload, outcome, note, user_id, attempts)| StoredEvent {
+            id,
+            event_type,
+            created,
+            payload,
+            outcome,
+            note,
+            user_id,
+            attempts,
+        })
+        .collect()
 }

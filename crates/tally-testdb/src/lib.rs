@@ -156,58 +156,123 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed) * 1_000_000_000 + nanos
 }
 
-/// Starts this process's private cluster; returns a URL to its `postgres` database, or
-/// why it cannot.
+/// Starts this process's private cluster, fast rather than durable (nothing of it
+/// outlives the process); returns a URL to its `postgres` database, or why it cannot.
 fn private_cluster() -> Result<String, String> {
-    let bin = bindir().ok_or("TEST_DATABASE_URL is not set and no initdb/pg_ctl was found")?;
-    let runner = Runner::for_this_user()?;
-    let dir = std::env::temp_dir().join(format!("tally-testdb-{}-{}", std::process::id(), unique()));
-    let data = dir.join("data");
-    watch(&runner, &bin, &dir, &data)?;
-    // initdb makes the directory itself, so it belongs to the user it runs as.
-    runner.run(
-        &bin.join("initdb"),
-        &[
-            "-D".as_ref(),
-            data.as_os_str(),
-            "--auth=trust".as_ref(),
-            "--username=postgres".as_ref(),
-            "--encoding=UTF8".as_ref(),
-            "--locale=C".as_ref(),
-            "--no-sync".as_ref(),
-        ],
-    )?;
-    let mut last = String::new();
-    for _ in 0..3 {
-        let port = free_port()?;
-        let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            data.display()
-        );
-        let log = data.join("postmaster.log");
-        let start = runner.run(
-            &bin.join("pg_ctl"),
+    let cluster = Cluster::start(FAST)?;
+    let url = cluster.url("postgres");
+    // Shared by every test of the process; the watchdog stops it when the process ends.
+    std::mem::forget(cluster);
+    Ok(url)
+}
+
+/// Settings for a cluster whose data may be lost: no fsync, commits acknowledged
+/// before their WAL is written.
+const FAST: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+
+/// Settings for a cluster that is crashed on purpose: a commit it acknowledged
+/// survives `pg_ctl stop -m immediate` (the OS keeps what was written; fsync would
+/// matter only if the machine itself went down).
+const DURABLE: &str = "-c fsync=off -c synchronous_commit=on";
+
+/// A Postgres cluster of this process's own, in a temporary directory, on a free port
+/// of 127.0.0.1, run as the `postgres` OS user when the tests run as root. It can be
+/// crashed and started again on the same port, which [`server_url`]'s shared cluster
+/// must never be. Stopped and removed when dropped, or by a watchdog once the process
+/// is gone.
+pub struct Cluster {
+    bin: PathBuf,
+    runner: Runner,
+    dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+    settings: &'static str,
+}
+
+impl Cluster {
+    /// A durable cluster for a test to crash: see [`Cluster::crash`].
+    pub fn durable() -> Result<Cluster, String> {
+        Cluster::start(DURABLE)
+    }
+
+    fn start(settings: &'static str) -> Result<Cluster, String> {
+        let bin = bindir().ok_or("TEST_DATABASE_URL is not set and no initdb/pg_ctl was found")?;
+        let runner = Runner::for_this_user()?;
+        let dir = std::env::temp_dir().join(format!("tally-testdb-{}-{}", std::process::id(), unique()));
+        let data = dir.join("data");
+        watch(&runner, &bin, &dir, &data)?;
+        // initdb makes the directory itself, so it belongs to the user it runs as.
+        runner.run(
+            &bin.join("initdb"),
             &[
-                "start".as_ref(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                "60".as_ref(),
                 "-D".as_ref(),
                 data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-o".as_ref(),
-                options.as_ref(),
+                "--auth=trust".as_ref(),
+                "--username=postgres".as_ref(),
+                "--encoding=UTF8".as_ref(),
+                "--locale=C".as_ref(),
+                "--no-sync".as_ref(),
             ],
-        );
-        match start {
-            Ok(()) => return Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres")),
-            // Most likely the port was taken meanwhile; the log says.
-            Err(e) => last = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+        )?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            let cluster = Cluster {
+                bin: bin.clone(),
+                runner: Runner { prefix: runner.prefix.clone() },
+                dir: dir.clone(),
+                data: data.clone(),
+                port: free_port()?,
+                settings,
+            };
+            match cluster.resume() {
+                Ok(()) => return Ok(cluster),
+                // Most likely the port was taken meanwhile; the log says.
+                Err(e) => {
+                    last = e;
+                    std::mem::forget(cluster);
+                }
+            }
         }
+        Err(format!("the private Postgres in {} did not start: {last}", dir.display()))
     }
-    Err(format!("the private Postgres in {} did not start: {last}", dir.display()))
+
+    /// A URL to `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Kills the server as a crash would (`pg_ctl stop -m immediate`): no checkpoint,
+    /// every connection cut; the next start recovers from the WAL.
+    pub fn crash(&self) -> Result<(), String> {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"])
+    }
+
+    /// Starts the server again, on the same port, and waits until it accepts connections.
+    pub fn resume(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200 {}",
+            self.port,
+            self.data.display(),
+            self.settings
+        );
+        let log = self.data.join("postmaster.log");
+        let log_arg = log.display().to_string();
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log_arg, "-o", &options])
+            .map_err(|e| format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()))
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        all.extend(["-D".as_ref(), self.data.as_os_str()]);
+        self.runner.run(&self.bin.join("pg_ctl"), &all)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.crash();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Where initdb and pg_ctl are: `pg_config --bindir`, the newest of Debian's

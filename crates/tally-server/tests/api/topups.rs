@@ -2,6 +2,8 @@
 
 use tally_stripe::fake::Shape;
 
+use tally_server::waiting::{BACKOFF_SECONDS, Retried, retry_waiting};
+
 use crate::helpers::{Customer, Db, now, spawn_app};
 use crate::on_both_backends_and_catalogues;
 
@@ -12,6 +14,7 @@ on_both_backends_and_catalogues!(
     partial_then_full_refund_takes_back_the_refunded_share,
     refund_after_spending_stops_at_zero,
     refund_of_an_unknown_charge_is_unmatched,
+    a_refund_that_came_before_its_checkout_applies_once_the_checkout_is_in,
 );
 
 async fn topup_checkout_adds_the_pack_once(db: Db) {
@@ -88,4 +91,43 @@ async fn refund_of_an_unknown_charge_is_unmatched(db: Db) {
     let stored = app.stored(event["id"].as_str().unwrap()).await.unwrap();
     assert_eq!(stored.outcome, "unmatched");
     assert_eq!(stored.payload, event.to_string());
+}
+
+/// Stripe has no order: both refunds below are answered 200 and kept as unmatched, the
+/// first because no event has linked the customer to a user yet, the second because its
+/// top-up's checkout has not come. Stripe never sends them again; tally's sweep tries
+/// them once what they wait for is in, and each takes its share once.
+async fn a_refund_that_came_before_its_checkout_applies_once_the_checkout_is_in(db: Db) {
+    let app = spawn_app(db).await;
+    let s = app.shop;
+    let c = Customer::new("ivy", Shape::V2026, s);
+    let t = now();
+    let full = c.refund("ch_1", "pi_1", s.pack.amount, t + 10);
+    app.deliver(&full, "unmatched").await;
+    assert_eq!(app.stored(full["id"].as_str().unwrap()).await.unwrap().note.as_deref(), Some("no user found"));
+    // Nothing it waits for has come: a sweep tries it and it stays.
+    assert_eq!(retry_waiting(&app.store, t + 3600).await.unwrap(), Retried { tried: 1, applied: 0 });
+
+    // A subscription's checkout links the customer; the second pack's refund then waits
+    // for its own checkout only.
+    app.deliver(&c.checkout("cs_sub", "sub_1", s.low.id, "paid", t + 20), "applied").await;
+    let half = c.refund("ch_2", "pi_2", s.pack.amount / 2, t + 30);
+    app.deliver(&half, "unmatched").await;
+    assert_eq!(
+        app.stored(half["id"].as_str().unwrap()).await.unwrap().note.as_deref(),
+        Some("charge is not a known top-up")
+    );
+
+    app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t), "applied").await;
+    app.deliver(&c.topup("checkout.session.completed", "cs_2", "pi_2", "paid", t + 1), "applied").await;
+    assert_eq!(app.balance("ivy").await.2, 2 * s.pack.credits);
+    // Not due before it came: the nth try of an event waits BACKOFF_SECONDS * n² after.
+    assert_eq!(retry_waiting(&app.store, t).await.unwrap().tried, 0);
+    let later = now() + 8 * BACKOFF_SECONDS;
+    assert_eq!(retry_waiting(&app.store, later).await.unwrap(), Retried { tried: 2, applied: 2 });
+    let (tier, plan, topup) = app.balance("ivy").await;
+    assert_eq!((tier.as_str(), plan), (s.low.id, s.low.credits));
+    assert_eq!(topup, s.pack.credits - s.pack.credits / 2, "the first pack refunded in full, half the second");
+    assert_eq!(retry_waiting(&app.store, later + 3600).await.unwrap().tried, 0, "nothing waits any more");
+    app.assert_books_balance().await;
 }
