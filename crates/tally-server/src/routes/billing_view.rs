@@ -242,7 +242,7 @@ impl BillingPage {
                 name: p.name.clone(),
                 credits: format!("{} credits a month", thousands(p.credits)),
                 current: p.id == billing.tier,
-                prices: price_choices(&p.prices),
+                prices: price_choices(&p.prices, input.price_id),
                 action: match subscribed {
                     false => format!("Choose {}", p.name),
                     true if p.rank > rank => format!("Upgrade to {}", p.name),
@@ -299,8 +299,10 @@ fn free_terms(catalogue: &Catalogue) -> String {
     }
 }
 
-fn price_choices(prices: &[Price]) -> Vec<PriceChoice> {
+/// A plan's prices to choose from; the one the user is on (else the first) is chosen.
+fn price_choices(prices: &[Price], current: Option<&str>) -> Vec<PriceChoice> {
     let monthly = prices.iter().find(|p| p.interval == Some(Interval::Month));
+    let chosen = prices.iter().position(|p| p.id.is_some() && p.id.as_deref() == current).unwrap_or(0);
     prices
         .iter()
         .enumerate()
@@ -311,7 +313,7 @@ fn price_choices(prices: &[Price]) -> Vec<PriceChoice> {
                 let saved = 100 - price.amount * 100 / (m.amount * 12);
                 (price.interval == Some(Interval::Year) && saved > 0).then(|| format!("save {saved}%"))
             }),
-            checked: i == 0,
+            checked: i == chosen,
         })
         .collect()
 }
@@ -380,7 +382,7 @@ pub fn thousands(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -572,6 +574,7 @@ prices = [{ id = "price_boost", amount = 500, currency = "usd" }]
                     terms,
                     r#"<p class="renewal" id="renewal">Renews on 2026-12-31</p>"#,
                     &format!(r#"class="offer current" id="plan-{tier}""#),
+                    &format!(r#"value="{}" checked>"#, if tier == "team" { "month" } else { "year" }),
                     other,
                     "Manage subscription",
                 ],

@@ -87,8 +87,10 @@ async fn show_billing_page(
     };
     let billing = state.store.billing(&user.id).await?;
     let ledger = state.store.ledger(&user.id, HISTORY_ROWS, None).await?;
-    // The subscription's price and the Stripe customer, as `tally trigger` reads them.
-    let stripe_side = state.store.trigger_state(&user.id).await?;
+    let price_id = match &billing.subscription {
+        Some(sub) => state.store.subscription_price(&sub.id).await?,
+        None => None,
+    };
     let newest = ledger.first().map_or(0, |row| row.id);
     let since = query.since.unwrap_or(newest);
     let arrived = ledger.iter().any(|row| row.id > since && row.delta > 0);
@@ -103,8 +105,8 @@ async fn show_billing_page(
         account: user.display_name(),
         billing: &billing,
         catalogue: state.store.catalogue(),
-        price_id: stripe_side.price_id.as_deref(),
-        has_customer: stripe_side.customer.is_some(),
+        price_id: price_id.as_deref(),
+        has_customer: state.store.stripe_customer(&user.id).await?.is_some(),
         ledger: &ledger,
         stripe_ready: state.stripe.is_some(),
         success,
