@@ -8,6 +8,8 @@ use tally_core::Catalogue;
 use tally_core::catalogue::defaults;
 use tally_stripe::ClientOptions;
 
+use crate::brand::{Brand, Color};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct ConfigError {
@@ -60,6 +62,8 @@ pub struct Config {
     /// `TALLY_METRICS_BIND`: `/metrics` on a listener of its own (and not on the
     /// public one), so that it can stay on a private interface.
     pub metrics_bind: Option<SocketAddr>,
+    /// `TALLY_APP_NAME`, `TALLY_APP_URL`, `TALLY_BRAND_COLOR`: the billing page's look.
+    pub brand: Brand,
 }
 
 /// How log lines are written (`TALLY_LOG_FORMAT`).
@@ -290,6 +294,21 @@ impl Config {
             },
         };
 
+        let app_name = get("TALLY_APP_NAME");
+        if let Some(name) = &app_name
+            && (name.chars().count() > 60 || name.chars().any(char::is_control))
+        {
+            return Err(invalid("TALLY_APP_NAME", "at most 60 characters on one line".into()));
+        }
+        let app_url = match get("TALLY_APP_URL") {
+            None => None,
+            Some(url) => Some(app_url(&url).map_err(|problem| invalid("TALLY_APP_URL", problem))?),
+        };
+        let color = match get("TALLY_BRAND_COLOR") {
+            None => Color::DEFAULT,
+            Some(text) => Color::parse(&text).map_err(|problem| invalid("TALLY_BRAND_COLOR", problem))?,
+        };
+
         Ok(Config {
             database_url,
             store: tally_store::StoreOptions { schema, sync_profiles },
@@ -314,6 +333,7 @@ impl Config {
             timeouts: crate::limits::Timeouts::default(),
             log_format,
             metrics_bind,
+            brand: Brand { app_name, app_url, color },
         })
     }
 }
@@ -350,6 +370,15 @@ fn jwks_url(text: &str) -> Result<reqwest::Url, String> {
         return Err("a JWKS is public: the URL takes no user name or password".into());
     }
     Ok(url)
+}
+
+/// `TALLY_APP_URL`: an absolute http(s) URL with a host, as the page's link back shows it.
+fn app_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("expected an http(s):// URL, got {text:?} ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("expected an http(s):// URL with a host, got {text:?}"));
+    }
+    Ok(text.to_owned())
 }
 
 fn is_live_key(key: &str) -> bool {
@@ -396,6 +425,12 @@ mod tests {
             ("TALLY_LOG_FORMAT", "yaml"),
             ("TALLY_METRICS_BIND", "9090"),
             ("TALLY_METRICS_BIND", "127.0.0.1:3000"),
+            ("TALLY_APP_URL", "example.com"),
+            ("TALLY_APP_URL", "javascript:alert(1)"),
+            ("TALLY_APP_URL", "ftp://example.com/"),
+            ("TALLY_BRAND_COLOR", "blue"),
+            ("TALLY_BRAND_COLOR", "#12345"),
+            ("TALLY_APP_NAME", "two\nlines"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);
@@ -467,6 +502,20 @@ mod tests {
         assert!(
             !config(&[("STRIPE_SECRET_KEY", "sk_live_x"), ("STRIPE_WEBHOOK_SECRET", "whsec_x")]).unwrap().dev_login()
         );
+    }
+
+    #[test]
+    fn the_page_takes_the_host_apps_name_link_and_colour() {
+        let c = config(&[
+            ("TALLY_APP_NAME", "Acme Notes"),
+            ("TALLY_APP_URL", "https://notes.example.com/app"),
+            ("TALLY_BRAND_COLOR", "#0a7"),
+        ])
+        .unwrap();
+        assert_eq!(c.brand.app_name.as_deref(), Some("Acme Notes"));
+        assert_eq!(c.brand.app_url.as_deref(), Some("https://notes.example.com/app"));
+        assert_eq!(c.brand.color.css(), "#00aa77");
+        assert_eq!(config(&[]).unwrap().brand, Brand::default());
     }
 
     #[test]

@@ -7,17 +7,30 @@ use tally_store::NewEvent;
 
 use crate::{ApiError, AppState};
 
+/// What came of looking at a session on return from Checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fulfilment {
+    /// Applied now or before (or not the user's: nothing to wait for).
+    Done,
+    /// Not paid yet (a payment method that settles later): the webhook will tell.
+    Unpaid,
+}
+
 /// Applies Checkout Session `session_id` if it belongs to `user` and is not applied yet.
-pub async fn checkout_session(state: &AppState, user: &str, session_id: &str) -> Result<(), ApiError> {
+pub async fn checkout_session(state: &AppState, user: &str, session_id: &str) -> Result<Fulfilment, ApiError> {
     let event_id = format!("fulfil_{session_id}");
     if state.store.event(&event_id).await?.is_some() {
-        return Ok(());
+        return Ok(Fulfilment::Done);
     }
     let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;
     let retrieved = stripe.retrieve_checkout_session(session_id).await?;
     if retrieved.session.owner.user_id.as_deref() != Some(user) {
         tracing::warn!(session_id, user, "a session of another user on the success page");
-        return Ok(());
+        return Ok(Fulfilment::Done);
+    }
+    // Not stored: a later look (the page refreshes while it waits) must ask Stripe again.
+    if !retrieved.session.paid {
+        return Ok(Fulfilment::Unpaid);
     }
     let event = BillingEvent { id: event_id, created: retrieved.created, kind: EventKind::Checkout(retrieved.session) };
     // The same input limits as a webhook's, before the database: the answer is Stripe's,
@@ -36,5 +49,5 @@ pub async fn checkout_session(state: &AppState, user: &str, session_id: &str) ->
     };
     let outcome = state.store.ingest(new).await?;
     tracing::info!(session_id, outcome = outcome.outcome.as_str(), "fulfilled on return from Checkout");
-    Ok(())
+    Ok(Fulfilment::Done)
 }

@@ -2,6 +2,7 @@
 //! to stable answers.
 
 mod auth;
+pub mod brand;
 mod clock;
 pub mod config;
 mod connections;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub dev_login: bool,
     pub public_url: Arc<str>,
     pub allow_promotion_codes: bool,
+    /// The host app's name, link and colour on the billing page.
+    pub brand: Arc<crate::brand::Brand>,
     /// `GET /api/catalogue` and `GET /openapi.json`, made once: the catalogue is fixed for
     /// the life of the process.
     pub catalogue_json: Bytes,
@@ -58,6 +60,7 @@ impl AppState {
             sessions: Sessions::new(session_secret),
             public_url: Arc::from(config.public_url.as_str()),
             allow_promotion_codes: config.allow_promotion_codes,
+            brand: Arc::new(config.brand.clone()),
         }
     }
 

@@ -38,6 +38,15 @@ impl Store {
         Ok(customer.flatten())
     }
 
+    /// The price a subscription is on, when an event has named it.
+    pub async fn subscription_price(&self, subscription_id: &str) -> Result<Option<String>, StoreError> {
+        let price: Option<Option<String>> = sqlx::query_scalar("select price_id from subscriptions where id = $1")
+            .bind(subscription_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(price.flatten())
+    }
+
     /// The user's ledger rows, newest first, up to `limit`, older than row `before`.
     pub async fn ledger(&self, user_id: &str, limit: i64, before: Option<i64>) -> Result<Vec<LedgerRow>, StoreError> {
         type Row = (i64, String, i64, i64, String, String, i64);

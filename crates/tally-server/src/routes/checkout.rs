@@ -17,6 +17,7 @@ use tally_stripe::api::CheckoutRequest;
 
 use crate::auth::SignedInUser;
 use crate::extract::JsonOrForm;
+use crate::routes::billing_view::ActionError;
 use crate::{ApiError, AppState};
 use tally_auth::User;
 
@@ -38,6 +39,11 @@ async fn create_checkout_session(
     SignedInUser(User { id: user, .. }): SignedInUser,
     body: JsonOrForm<CheckoutBody>,
 ) -> Result<Response, ApiError> {
+    let form = body.form;
+    back_to_page_if_stripe_fails(checkout(&state, &user, body).await, form)
+}
+
+async fn checkout(state: &AppState, user: &str, body: JsonOrForm<CheckoutBody>) -> Result<Response, ApiError> {
     let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;
     let catalogue = state.store.catalogue();
     let item = catalogue.item(body.value.item.trim()).ok_or_else(|| {
@@ -64,19 +70,19 @@ async fn create_checkout_session(
         ApiError::StripeNotConfigured
     })?;
     let subscription = matches!(item, Product::Plan(_));
-    let customer = stripe_customer(&state, stripe, &user).await?;
+    let customer = stripe_customer(state, stripe, user).await?;
     if subscription {
-        let billing = state.store.billing(&user).await?;
+        let billing = state.store.billing(user).await?;
         let subscribed = billing.subscription.as_ref().is_some_and(SubscriptionView::is_live);
         if subscribed {
-            let portal = stripe.create_portal_session(&customer, &billing_page(&state)).await?;
+            let portal = stripe.create_portal_session(&customer, &billing_page(state)).await?;
             return Ok(answer(portal.url, body.form));
         }
     }
-    let success_url = format!("{}?success=true&session_id={{CHECKOUT_SESSION_ID}}", billing_page(&state));
-    let cancel_url = format!("{}?canceled=true", billing_page(&state));
+    let success_url = format!("{}?success=true&session_id={{CHECKOUT_SESSION_ID}}", billing_page(state));
+    let cancel_url = format!("{}?canceled=true", billing_page(state));
     let request = CheckoutRequest {
-        user_id: &user,
+        user_id: user,
         item: item.id(),
         subscription,
         price_id: &price_id,
@@ -94,14 +100,27 @@ async fn create_portal_session(
     SignedInUser(User { id: user, .. }): SignedInUser,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;
-    let customer = stripe_customer(&state, stripe, &user).await?;
-    let portal = stripe.create_portal_session(&customer, &billing_page(&state)).await?;
     let form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    Ok(answer(portal.url, form))
+    let portal = async {
+        let stripe = state.stripe.as_ref().ok_or(ApiError::StripeNotConfigured)?;
+        let customer = stripe_customer(&state, stripe, &user).await?;
+        Ok(stripe.create_portal_session(&customer, &billing_page(&state)).await?.url)
+    };
+    back_to_page_if_stripe_fails(portal.await.map(|url| answer(url, form)), form)
+}
+
+/// A form post from the billing page that Stripe cannot serve returns to the page, which
+/// says why in words; an API caller gets the error as JSON.
+fn back_to_page_if_stripe_fails(result: Result<Response, ApiError>, form: bool) -> Result<Response, ApiError> {
+    let error = match result {
+        Err(ApiError::StripeNotConfigured) if form => ActionError::StripeNotConfigured,
+        Err(ApiError::Stripe) if form => ActionError::StripeUnreachable,
+        other => return other,
+    };
+    Ok(Redirect::to(&format!("/dashboard/billing?error={}", error.code())).into_response())
 }
 
 /// The user's Stripe customer, made on first use. Concurrent first clicks agree on one:

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per area.
 
 mod billing;
+pub(crate) mod billing_view;
 mod catalogue;
 mod checkout;
 mod credits;

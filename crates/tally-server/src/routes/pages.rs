@@ -19,7 +19,9 @@ use tally_store::{Handoff, now as unix_now};
 
 use crate::auth::{SESSION_COOKIE, SignedInUser, same_origin};
 use crate::extract::ApiQuery;
-use crate::{ApiError, AppState, fulfil};
+use crate::fulfil::{self, Fulfilment};
+use crate::routes::billing_view::{ActionError, BillingPage, Look, PageInput, Success};
+use crate::{ApiError, AppState};
 
 /// How long a billing-page session lasts.
 const SESSION_SECS: i64 = 7 * 24 * 3600;
@@ -30,6 +32,7 @@ const HANDOFF_SECS: i64 = 60;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/dashboard/billing", get(show_billing_page))
+        .route("/dashboard/billing.js", get(serve_billing_script))
         .route("/api/billing/handoff", post(create_handoff))
         .route("/dashboard/sign-in", get(sign_in_with_code))
         .route("/dashboard/sign-out", post(sign_out))
@@ -37,58 +40,9 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Template)]
-#[template(path = "billing.html")]
-struct BillingPage {
-    /// Whose account this is: the email, or else the user id.
-    account: String,
-    success: bool,
-    canceled: bool,
-    notes: Vec<String>,
-    tier: String,
-    credits: i64,
-    plan_credits: i64,
-    topup_credits: i64,
-    reserved_credits: i64,
-    subscription_lines: Vec<(&'static str, String)>,
-    subscribed: bool,
-    has_customer: bool,
-    stripe_ready: bool,
-    /// One button per plan price (hidden while subscribed: the portal changes plans).
-    plan_offers: Vec<Offer>,
-    /// One button per pack price.
-    pack_offers: Vec<Offer>,
-}
-
-/// A checkout button: the item and interval it posts, and what it says.
-struct Offer {
-    item: String,
-    interval: &'static str,
-    label: String,
-}
-
-/// The catalogue's buttons, in the file's order.
-fn offers(catalogue: &tally_core::Catalogue) -> (Vec<Offer>, Vec<Offer>) {
-    let offer = |item: &str, name: &str, credits: String, price: &tally_core::Price| Offer {
-        item: item.to_owned(),
-        interval: price.interval.map_or("", |i| i.as_str()),
-        label: format!("{name}: {}, {credits}", price.label()),
-    };
-    let plans = catalogue
-        .plans
-        .iter()
-        .flat_map(|p| p.prices.iter().map(|x| offer(&p.id, &p.name, format!("{} credits a month", p.credits), x)))
-        .collect();
-    let packs = catalogue
-        .packs
-        .iter()
-        .flat_map(|p| p.prices.iter().map(|x| offer(&p.id, &p.name, format!("{} credits", p.credits), x)))
-        .collect();
-    (plans, packs)
-}
-
-#[derive(Template)]
 #[template(path = "signin.html")]
 struct SignInPage {
+    look: Look,
     message: &'static str,
     dev_login: bool,
 }
@@ -98,7 +52,14 @@ struct PageQuery {
     success: Option<String>,
     canceled: Option<String>,
     session_id: Option<String>,
+    /// The newest ledger row when the success page was first shown: a grant after it
+    /// means the payment arrived (by webhook, perhaps for another session id).
+    since: Option<i64>,
+    error: Option<String>,
 }
+
+/// How many ledger rows the page lists.
+const HISTORY_ROWS: i64 = 10;
 
 async fn show_billing_page(
     State(state): State<AppState>,
@@ -110,58 +71,59 @@ async fn show_billing_page(
     let Ok(SignedInUser(user)) = user else {
         return Ok(sign_in(&state, StatusCode::UNAUTHORIZED, "Open this page from your account to see your billing."));
     };
-    let account = user.display_name().to_owned();
-    let user = user.id;
-    let mut notes = Vec::new();
     let success = query.success.as_deref() == Some("true");
     // Only a Checkout Session id goes to Stripe (and into an event id); anything else is
     // not one of ours and is ignored.
     let session_id = query.session_id.as_deref().filter(|id| tally_stripe::api::is_checkout_session_id(id));
-    if let (true, Some(session_id)) = (success, session_id)
-        && let Err(e) = fulfil::checkout_session(&state, &user, session_id).await
-    {
-        tracing::warn!(error = %e, session_id, "fulfilment on return from Checkout failed");
-        notes.push("Your payment is being confirmed; this page will show it shortly.".to_owned());
-    }
-    if state.stripe.is_none() {
-        notes.push("Stripe is not configured, so purchases are off.".to_owned());
-    }
-    let billing = state.store.billing(&user).await?;
-    let catalogue = state.store.catalogue();
-    let has_customer = state.store.stripe_customer(&user).await?.is_some();
-    let mut subscription_lines = Vec::new();
-    let mut subscribed = false;
-    if let Some(sub) = &billing.subscription {
-        subscribed = sub.is_live();
-        let plan = sub.plan.as_deref().map_or("unknown plan", |p| catalogue.tier_name(p));
-        subscription_lines.push(("Subscription", format!("{plan} ({})", sub.status)));
-        if let Some(end) = sub.current_period_end {
-            let label = if sub.cancel_at_period_end { "Ends on" } else { "Renews on" };
-            subscription_lines.push((label, date(end)));
+    let confirmed = match (success, session_id) {
+        (true, Some(session_id)) => match fulfil::checkout_session(&state, &user.id, session_id).await {
+            Ok(outcome) => outcome == Fulfilment::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, session_id, "fulfilment on return from Checkout failed");
+                false
+            }
+        },
+        _ => true,
+    };
+    let billing = state.store.billing(&user.id).await?;
+    let ledger = state.store.ledger(&user.id, HISTORY_ROWS, None).await?;
+    let price_id = match &billing.subscription {
+        Some(sub) => state.store.subscription_price(&sub.id).await?,
+        None => None,
+    };
+    let newest = ledger.first().map_or(0, |row| row.id);
+    let since = query.since.unwrap_or(newest);
+    let arrived = ledger.iter().any(|row| row.id > since && row.delta > 0);
+    let success = match (success, session_id) {
+        (false, _) => Success::None,
+        (true, Some(session_id)) if !confirmed && !arrived => {
+            Success::Pending { poll: format!("/dashboard/billing?success=true&session_id={session_id}&since={since}") }
         }
-        if sub.status == "past_due" {
-            notes.push("Your last payment failed. Update your payment method to keep your plan.".to_owned());
-        }
-    }
-    let (plan_offers, pack_offers) = offers(catalogue);
-    let page = BillingPage {
-        account,
+        (true, _) => Success::Confirmed,
+    };
+    let input = PageInput {
+        account: user.display_name(),
+        billing: &billing,
+        catalogue: state.store.catalogue(),
+        price_id: price_id.as_deref(),
+        has_customer: state.store.stripe_customer(&user.id).await?.is_some(),
+        ledger: &ledger,
+        stripe_ready: state.stripe.is_some(),
         success,
         canceled: query.canceled.as_deref() == Some("true"),
-        notes,
-        tier: catalogue.tier_name(&billing.tier).to_owned(),
-        credits: billing.credits,
-        plan_credits: billing.plan_credits,
-        topup_credits: billing.topup_credits,
-        reserved_credits: billing.reserved_credits,
-        subscription_lines,
-        subscribed,
-        has_customer,
-        stripe_ready: state.stripe.is_some(),
-        plan_offers,
-        pack_offers,
+        error: query.error.as_deref().and_then(ActionError::parse),
     };
-    Ok(render(StatusCode::OK, page.render()))
+    Ok(render(StatusCode::OK, BillingPage::new(input, Look::of(&state.brand)).render()))
+}
+
+/// The page's script: it only refreshes the numbers while a payment is being confirmed.
+async fn serve_billing_script() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ];
+    (headers, include_str!("../../templates/billing.js")).into_response()
 }
 
 /// A one-time sign-in link to the billing page, for the signed-in user.
@@ -267,19 +229,22 @@ fn code_hash(code: &str) -> String {
 }
 
 fn sign_in(state: &AppState, status: StatusCode, message: &'static str) -> Response {
-    render(status, SignInPage { message, dev_login: state.dev_login }.render())
+    render(status, SignInPage { look: Look::of(&state.brand), message, dev_login: state.dev_login }.render())
 }
 
 /// What every page is served with: never framed (clickjacking), never cached (it shows
-/// a balance), and only its own inline styles; its forms post to tally, whose answers
-/// redirect to Stripe's Checkout and portal.
-const PAGE_HEADERS: [(header::HeaderName, &str); 4] = [
+/// a balance), nothing from elsewhere (only its inline styles and its own script, which
+/// asks only tally); its forms post to tally, whose answers redirect to Stripe's
+/// Checkout and portal.
+const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::CACHE_CONTROL, "no-store"),
     (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'; \
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; img-src 'self'; \
+         base-uri 'none'; frame-ancestors 'none'; \
          form-action 'self' https://checkout.stripe.com https://billing.stripe.com",
     ),
 ];
@@ -292,30 +257,5 @@ fn render(status: StatusCode, html: Result<String, askama::Error>) -> Response {
             tracing::error!(error = %e, "template failed");
             ApiError::Internal.into_response()
         }
-    }
-}
-
-/// `YYYY-MM-DD` of a unix time (UTC), from the days since 1970 (Howard Hinnant's algorithm).
-fn date(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates_are_utc_calendar_days() {
-        assert_eq!(super::date(0), "1970-01-01");
-        assert_eq!(super::date(1_795_780_800), "2026-11-27");
-        assert_eq!(super::date(951_782_400), "2000-02-29");
     }
 }

@@ -203,7 +203,7 @@ async fn success_page_before_the_webhook_fulfils_once(db: Db) {
     let app = spawn_app_with_stripe(db, &stripe).await;
     let session = paid_session(&app, &stripe, "kim", "pro").await;
     let page = visit_success_page(&app, "kim", &session).await;
-    assert!(page.contains("id=\"success\"") && page.contains("2500"), "{page}");
+    assert!(page.contains("id=\"success\"") && page.contains("2,500"), "{page}");
     assert_eq!(app.balance("kim").await, ("pro".into(), 2_500, 0));
     visit_success_page(&app, "kim", &session).await;
     app.spend("kim", 100, "k1").await;

@@ -7,6 +7,7 @@ mod helpers;
 
 mod openapi;
 mod ownership;
+mod pages;
 
 mod auth;
 mod bad_input;
