@@ -227,7 +227,7 @@ async fn steps(run: &Run, b: &Client) -> Result<(), fantoccini::error::CmdError>
     assert_eq!(text(b, "#credits").await, "1,500");
     assert_eq!(text(b, "#plan-terms").await, "1,500 credits a month · $290.00/year");
     assert!(text(b, "#renewal").await.starts_with("Renews on "));
-    assert!(text(b, "#history").await.contains("Monthly credits renewed"));
+    assert!(text(b, "#history").await.contains("Subscribed to Studio"));
     assert_eq!(text(b, "#plan-studio .badge").await, "Current plan");
     assert_eq!(text(b, "#plan-team button").await, "Upgrade to Team");
     assert!(b.find(Locator::Css("#banners[data-poll]")).await.is_err(), "it stopped asking");

@@ -350,11 +350,23 @@ fn bar(billing: &Billing, allowance: i64) -> Bar {
     }
 }
 
+/// The plan of a grant whose reference names a subscription's first period
+/// (`period:{subscription}:{start}:{plan}`, the first period named 0 by the rules).
+fn first_period_plan(reference: &str) -> Option<&str> {
+    let mut parts = reference.strip_prefix("period:")?.rsplitn(3, ':');
+    let plan = parts.next()?;
+    (parts.next()? == tally_core::rules::FIRST_PERIOD.to_string()).then_some(plan)
+}
+
 /// A ledger row in plain words.
 fn history_row(row: &LedgerRow, catalogue: &Catalogue) -> HistoryRow {
     let what = match row.reason.as_str() {
         "signup" => "Free credits at sign-up".to_owned(),
-        "subscription_period" | "monthly_allowance" => "Monthly credits renewed".to_owned(),
+        "subscription_period" => match first_period_plan(&row.reference) {
+            Some(plan) => format!("Subscribed to {}", catalogue.tier_name(plan)),
+            None => "Monthly credits renewed".to_owned(),
+        },
+        "monthly_allowance" => "Monthly credits renewed".to_owned(),
         "free_month" => "Free credits renewed".to_owned(),
         "trial" => "Trial credits".to_owned(),
         "subscription_upgrade" => "Upgrade: more credits this month".to_owned(),
@@ -581,6 +593,18 @@ prices = [{ id = "price_boost", amount = 500, currency = "usd" }]
             );
             lacks(&html, &["Ends on", "past-due", "Choose "]);
         }
+    }
+
+    #[test]
+    fn the_first_period_reads_as_subscribing_and_later_ones_as_renewals() {
+        let mut case = Case::new(billing("hobby", 300, 0, Some(("active", false))));
+        let mut first = row(1, 300, "subscription_period");
+        first.reference = "period:sub_1:0:hobby".into();
+        let mut renewal = row(2, 280, "subscription_period");
+        renewal.reference = "period:sub_1:1767225600:hobby".into();
+        case.ledger = vec![renewal, first];
+        let html = case.html();
+        has(&html, &["Subscribed to Hobby", "Monthly credits renewed"]);
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn a_payment_not_confirmed_yet_is_pending_until_its_credits_arrive(db: Db)
     let (_, _, done) = page(&app, &token, &poll).await;
     assert!(done.contains(r#"id="success">Thank you!"#) && !done.contains("data-poll"), "{done}");
     assert!(done.contains(r#"<h2 id="tier">Studio</h2>"#) && done.contains("1,500"), "{done}");
-    assert!(done.contains("Monthly credits renewed"), "{done}");
+    assert!(done.contains("Subscribed to Studio"), "{done}");
 
     // Paid at Stripe: the first look fulfils it, and nothing is granted twice.
     let pack = checkout_as(&app, &token, "boost").await;
