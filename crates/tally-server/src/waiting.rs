@@ -13,7 +13,7 @@ use tally_store::{Outcome, Store, StoreError};
 /// How often `tally serve` sweeps.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// The `n`th try of an event waits `BACKOFF_SECONDS * n²` after it came.
+/// The `n`th try of an event comes `BACKOFF_SECONDS * n²` after the event did.
 pub const BACKOFF_SECONDS: i64 = 5;
 
 /// Events tried a sweep, at most.

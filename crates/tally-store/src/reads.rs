@@ -107,17 +107,19 @@ impl Store {
         self.events_where(sql, outcome).await
     }
 
-    /// Unmatched events worth another try at `now`: kept because no user was found yet
-    /// or the top-up a refund takes from had not arrived, which a later event may have
-    /// brought. Not those of a price the catalogue does not name (only a new file helps
-    /// them). Each try counts as an attempt, and the `n`th waits `backoff * n²` seconds
-    /// after the event came, so every replica sweeping leaves each event fewer tries,
-    /// not more; after Stripe's three days of retries, the operator's `tally replay`.
+    /// Unmatched events worth another try at `now`, each counted as tried: kept because
+    /// no user was found yet or the top-up a refund takes from had not arrived, which a
+    /// later event may have brought. Not those of a price the catalogue does not name
+    /// (only a new file helps them). The `n`th try of an event comes `backoff * n²`
+    /// seconds after it did, whoever sweeps (every replica does); after Stripe's three
+    /// days of retries, only the operator's `tally replay`.
     pub async fn events_to_retry(&self, now: i64, backoff: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = "select id, type, created, payload, outcome, note, user_id, attempts from events
-                   where outcome = 'unmatched' and received_at >= $1 and coalesce(note, '') <> $2
-                     and received_at + $3 * attempts * attempts <= $4
-                   order by received_at, id limit $5";
+        let sql = "update events set retries = retries + 1 where id in (
+                       select id from events
+                       where outcome = 'unmatched' and received_at >= $1 and coalesce(note, '') <> $2
+                         and received_at + $3 * (retries + 1) * (retries + 1) <= $4
+                       order by received_at, id limit $5)
+                   returning id, type, created, payload, outcome, note, user_id, attempts";
         let query =
             sqlx::query_as(sql).bind(now - RETRY_WINDOW).bind(UNKNOWN_PRICE).bind(backoff).bind(now).bind(limit);
         Ok(stored_events(query.fetch_all(&self.pool).await?))

@@ -230,6 +230,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/dashboard/billing.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The billing page's script: it only refreshes the numbers while a payment is being confirmed */
+        get: operations["serve_billing_script"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/dashboard/sign-in": {
         parameters: {
             query?: never;
@@ -1183,7 +1200,10 @@ export interface operations {
                 success?: string;
                 canceled?: string;
                 session_id?: string;
-                token?: string;
+                /** @description the newest ledger row id when the success page was first shown (the page's script sends it while a payment is being confirmed) */
+                since?: number;
+                /** @description `stripe_not_configured` or `stripe_unreachable`: why the last form post did not reach Stripe */
+                error?: string;
             };
             header?: never;
             path?: never;
@@ -1200,13 +1220,6 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description a `token` was exchanged for the session cookie */
-            303: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
             /** @description HTML */
             401: {
                 headers: {
@@ -1214,6 +1227,26 @@ export interface operations {
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+        };
+    };
+    serve_billing_script: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description JavaScript */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": string;
                 };
             };
         };
