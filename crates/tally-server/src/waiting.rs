@@ -1,23 +1,20 @@
-//! Events kept as unmatched that a later event may have made applicable. Stripe has no
+//! Events kept as unmatched that a later event has made applicable. Stripe has no
 //! order: a refund can come before the checkout of the top-up it refunds, an invoice
 //! that names only its customer before the event that links that customer to a user.
-//! Both are answered 200 and kept; Stripe never sends them again. So `tally serve`
-//! tries them again every few seconds, with a backoff per event (see
-//! `tally_store::Store::events_to_retry`). Every replica sweeps; the same keys as a
-//! webhook's make each effect happen once.
+//! Both are answered 200 and kept; Stripe never sends them again. Each row says what it
+//! waits for, and `tally serve` tries again, every few seconds, those whose wait is
+//! over (see `tally_store::Store::events_to_retry`). Every replica sweeps; the same
+//! keys as a webhook's make each effect happen once.
 
 use std::time::Duration;
 
 use tally_store::{Outcome, Store, StoreError};
 
 /// How often `tally serve` sweeps.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// The `n`th try of an event comes `BACKOFF_SECONDS * n²` after the event did.
-pub const BACKOFF_SECONDS: i64 = 5;
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// Events tried a sweep, at most.
-const BATCH: i64 = 100;
+const BATCH: i64 = 500;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +24,9 @@ pub struct Retried {
     pub applied: usize,
 }
 
-/// Tries once more every unmatched event that is due at `now`.
+/// Tries once more every unmatched event whose wait is over at `now`.
 pub async fn retry_waiting(store: &Store, now: i64) -> Result<Retried, StoreError> {
-    let events = store.events_to_retry(now, BACKOFF_SECONDS, BATCH).await?;
+    let events = store.events_to_retry(now, BATCH).await?;
     let mut retried = Retried { tried: events.len(), applied: 0 };
     for stored in &events {
         // It was read when it was stored; a failure to read it now is the same event.

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::AnyConnection;
-use tally_core::rules::{self, Snapshot};
+use tally_core::rules::{self, Snapshot, UNKNOWN_PRICE};
 use tally_core::{BillingEvent, EventKind};
 
 use crate::StoreError;
@@ -22,6 +22,30 @@ pub(crate) struct Delivery {
     pub livemode: bool,
     pub payload: String,
     pub event: Result<BillingEvent, String>,
+}
+
+/// What an unmatched event waits for, kept on its row so that `tally serve` tries it
+/// again once that is in (see `Store::events_to_retry`): the link of its Stripe
+/// customer to a user when no user was found, or the top-up of its payment intent when
+/// a refund came before that checkout. Nothing for an unknown price, which waits for
+/// the catalogue file, not for an event.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Waits {
+    pub customer: Option<String>,
+    pub payment_intent: Option<String>,
+}
+
+impl Waits {
+    fn of(event: &Result<BillingEvent, String>, outcome: Option<&IngestOutcome>) -> Waits {
+        let (Ok(event), Some(outcome)) = (event, outcome) else { return Waits::default() };
+        if outcome.outcome != Outcome::Unmatched || outcome.note.as_deref() == Some(UNKNOWN_PRICE) {
+            return Waits::default();
+        }
+        match outcome.user_id {
+            None => Waits { customer: event.kind.owner().and_then(|o| o.customer.clone()), payment_intent: None },
+            Some(_) => Waits { customer: None, payment_intent: event.kind.payment_intent().map(str::to_owned) },
+        }
+    }
 }
 
 /// Counts a new delivery of each stored event among `ids` and locks it, so concurrent
@@ -168,6 +192,7 @@ impl Delivered<'_> {
 
     fn keep(self, unit: &mut Unit<'_>) {
         let d = self.delivery;
+        let waits = Waits::of(&d.event, self.outcome.as_ref());
         match (self.stored, self.outcome) {
             (None, Some(outcome)) => unit.events.push(NewEventRow {
                 id: d.id.clone(),
@@ -176,10 +201,11 @@ impl Delivered<'_> {
                 livemode: d.livemode,
                 payload: d.payload.clone(),
                 outcome,
+                waits,
                 attempts: 1 + self.redeliveries,
             }),
             (Some(_), outcome) if outcome.is_some() || self.redeliveries > 0 => {
-                unit.outcomes.push((d.id.clone(), outcome, self.redeliveries));
+                unit.outcomes.push((d.id.clone(), outcome.map(|o| (o, waits)), self.redeliveries));
             }
             _ => {}
         }

@@ -21,7 +21,7 @@ pub const MIGRATIONS: Migrations = &[
     (20261202000005, include_str!("../migrations/common/20261202000005_handoffs.sql")),
     (20261202000006, include_str!("../migrations/postgres/20261202000006_profiles.sql")),
     (20261202000007, include_str!("../migrations/common/20261202000007_signature_failures.sql")),
-    (20261203000008, include_str!("../migrations/common/20261203000008_event_retries.sql")),
+    (20261203000008, include_str!("../migrations/common/20261203000008_waiting_events.sql")),
 ];
 
 /// Held by the migration transaction; the key is "tally" in ASCII. One key for every

@@ -5,7 +5,6 @@ use crate::model::{Billing, LedgerRow, StoredEvent, TriggerState};
 use crate::views::billing_of;
 use crate::{Store, StoreError, now, rows};
 use tally_core::Account;
-use tally_core::rules::UNKNOWN_PRICE;
 
 impl Store {
     /// The user's billing state; a user tally has never seen is a new free user.
@@ -107,21 +106,18 @@ impl Store {
         self.events_where(sql, outcome).await
     }
 
-    /// Unmatched events worth another try at `now`, each counted as tried: kept because
-    /// no user was found yet or the top-up a refund takes from had not arrived, which a
-    /// later event may have brought. Not those of a price the catalogue does not name
-    /// (only a new file helps them). The `n`th try of an event comes `backoff * n²`
-    /// seconds after it did, whoever sweeps (every replica does); after Stripe's three
-    /// days of retries, only the operator's `tally replay`.
-    pub async fn events_to_retry(&self, now: i64, backoff: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = "update events set retries = retries + 1 where id in (
-                       select id from events
-                       where outcome = 'unmatched' and received_at >= $1 and coalesce(note, '') <> $2
-                         and received_at + $3 * (retries + 1) * (retries + 1) <= $4
-                       order by received_at, id limit $5)
-                   returning id, type, created, payload, outcome, note, user_id, attempts";
-        let query =
-            sqlx::query_as(sql).bind(now - RETRY_WINDOW).bind(UNKNOWN_PRICE).bind(backoff).bind(now).bind(limit);
+    /// Unmatched events that can apply now: what each waits for (see `ingest::Waits`)
+    /// has come, its customer linked to a user or its top-up in. Only those of the last
+    /// three days (Stripe's own retries stop then; older ones are the operator's `tally
+    /// replay`), and not one tried `MAX_TRIES` times already, so an event the rules
+    /// still keep waiting is not tried forever.
+    pub async fn events_to_retry(&self, now: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = "select id, type, created, payload, outcome, note, user_id, attempts from events e
+                   where outcome = 'unmatched' and received_at >= $1 and attempts < $2
+                     and (exists (select 1 from accounts a where a.stripe_customer_id = e.waits_customer)
+                          or exists (select 1 from topups t where t.payment_intent = e.waits_intent))
+                   order by received_at, id limit $3";
+        let query = sqlx::query_as(sql).bind(now - RETRY_WINDOW).bind(MAX_TRIES).bind(limit);
         Ok(stored_events(query.fetch_all(&self.pool).await?))
     }
 
@@ -171,6 +167,9 @@ impl Store {
 
 /// How far back unmatched events are retried: Stripe's own retries stop after three days.
 const RETRY_WINDOW: i64 = 3 * 24 * 3600;
+
+/// Deliveries and tries of one event after which tally stops trying it by itself.
+const MAX_TRIES: i64 = 100;
 
 type EventRow = (String, String, i64, String, String, Option<String>, Option<String>, i64);
 

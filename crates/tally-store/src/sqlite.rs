@@ -17,7 +17,7 @@ pub const MIGRATIONS: Migrations = &[
     (20261202000005, include_str!("../migrations/common/20261202000005_handoffs.sql")),
     (20261202000006, include_str!("../migrations/sqlite/20261202000006_profiles.sql")),
     (20261202000007, include_str!("../migrations/common/20261202000007_signature_failures.sql")),
-    (20261203000008, include_str!("../migrations/common/20261203000008_event_retries.sql")),
+    (20261203000008, include_str!("../migrations/common/20261203000008_waiting_events.sql")),
 ];
 
 /// Brings the file's schema up to date (one connection: nothing runs beside it).

@@ -17,6 +17,7 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
 use tally_core::{Account, Catalogue, Entry, EventKind};
 
+use crate::ingest::Waits;
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::profiles::{Profile, ProfilesTable};
 use crate::rows::{self, AccountRow, SUBSCRIPTION_COLUMNS, SubscriptionRow};
@@ -38,6 +39,7 @@ pub struct NewEventRow {
     pub livemode: bool,
     pub payload: String,
     pub outcome: IngestOutcome,
+    pub waits: Waits,
     pub attempts: i64,
 }
 
@@ -75,7 +77,7 @@ pub struct Unit<'c> {
     conflicts: Vec<(String, String, String)>,
     /// Stored events delivered again: the new outcome if applied again, and the
     /// deliveries beyond the one `claim` counted.
-    pub outcomes: Vec<(String, Option<IngestOutcome>, i64)>,
+    pub outcomes: Vec<(String, Option<(IngestOutcome, Waits)>, i64)>,
 }
 
 /// The keys not yet in `known`, each once.
@@ -652,10 +654,10 @@ impl<'c> Unit<'c> {
     async fn write_events(&mut self) -> Result<(), StoreError> {
         let t = self.t;
         let sql = "insert into events (id, type, created, livemode, payload, outcome, note, user_id, received_at,
-                       attempts)
+                       attempts, waits_customer, waits_intent)
                    values {rows} on conflict (id) do nothing";
         let chunks = by_size(&self.events, |e| e.payload.len());
-        let stored = insert_rows(&mut *self.conn, sql, 10, chunks, |q, e| {
+        let stored = insert_rows(&mut *self.conn, sql, 12, chunks, |q, e| {
             q.bind(&e.id)
                 .bind(&e.event_type)
                 .bind(e.created)
@@ -666,6 +668,8 @@ impl<'c> Unit<'c> {
                 .bind(e.outcome.user_id.as_deref())
                 .bind(t)
                 .bind(e.attempts)
+                .bind(e.waits.customer.as_deref())
+                .bind(e.waits.payment_intent.as_deref())
         })
         .await?;
         if stored != self.events.len() as u64 {
@@ -690,14 +694,18 @@ impl<'c> Unit<'c> {
     async fn write_outcomes(&mut self) -> Result<(), StoreError> {
         for (id, outcome, redeliveries) in &self.outcomes {
             let query = match outcome {
-                Some(o) => sqlx::query(
-                    "update events set outcome = $3, note = $4, user_id = $5, attempts = attempts + $2 where id = $1",
+                Some((o, waits)) => sqlx::query(
+                    "update events set outcome = $3, note = $4, user_id = $5, attempts = attempts + $2,
+                                       waits_customer = $6, waits_intent = $7
+                     where id = $1",
                 )
                 .bind(id)
                 .bind(redeliveries)
                 .bind(o.outcome.as_str())
                 .bind(o.note.as_deref())
-                .bind(o.user_id.as_deref()),
+                .bind(o.user_id.as_deref())
+                .bind(waits.customer.as_deref())
+                .bind(waits.payment_intent.as_deref()),
                 None => {
                     sqlx::query("update events set attempts = attempts + $2 where id = $1").bind(id).bind(redeliveries)
                 }

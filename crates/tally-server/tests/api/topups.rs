@@ -2,7 +2,7 @@
 
 use tally_stripe::fake::Shape;
 
-use tally_server::waiting::{BACKOFF_SECONDS, Retried, retry_waiting};
+use tally_server::waiting::{Retried, retry_waiting};
 
 use crate::helpers::{Customer, Db, now, spawn_app};
 use crate::on_both_backends_and_catalogues;
@@ -96,7 +96,7 @@ async fn refund_of_an_unknown_charge_is_unmatched(db: Db) {
 /// Stripe has no order: both refunds below are answered 200 and kept as unmatched, the
 /// first because no event has linked the customer to a user yet, the second because its
 /// top-up's checkout has not come. Stripe never sends them again; tally's sweep tries
-/// them once what they wait for is in, and each takes its share once.
+/// each once what it waits for is in, and each takes its share once.
 async fn a_refund_that_came_before_its_checkout_applies_once_the_checkout_is_in(db: Db) {
     let app = spawn_app(db).await;
     let s = app.shop;
@@ -105,8 +105,8 @@ async fn a_refund_that_came_before_its_checkout_applies_once_the_checkout_is_in(
     let full = c.refund("ch_1", "pi_1", s.pack.amount, t + 10);
     app.deliver(&full, "unmatched").await;
     assert_eq!(app.stored(full["id"].as_str().unwrap()).await.unwrap().note.as_deref(), Some("no user found"));
-    // Nothing it waits for has come: a sweep tries it and it stays.
-    assert_eq!(retry_waiting(&app.store, t + 3600).await.unwrap(), Retried { tried: 1, applied: 0 });
+    // What it waits for has not come: a sweep does not try it.
+    assert_eq!(retry_waiting(&app.store, now()).await.unwrap(), Retried { tried: 0, applied: 0 });
 
     // A subscription's checkout links the customer; the second pack's refund then waits
     // for its own checkout only.
@@ -117,17 +117,24 @@ async fn a_refund_that_came_before_its_checkout_applies_once_the_checkout_is_in(
         app.stored(half["id"].as_str().unwrap()).await.unwrap().note.as_deref(),
         Some("charge is not a known top-up")
     );
+    // The first refund's customer is linked now, but its top-up is not in: tried, it
+    // waits for that top-up instead.
+    assert_eq!(retry_waiting(&app.store, now()).await.unwrap(), Retried { tried: 1, applied: 0 });
+    assert_eq!(retry_waiting(&app.store, now()).await.unwrap().tried, 0);
 
     app.deliver(&c.topup("checkout.session.completed", "cs_1", "pi_1", "paid", t), "applied").await;
     app.deliver(&c.topup("checkout.session.completed", "cs_2", "pi_2", "paid", t + 1), "applied").await;
     assert_eq!(app.balance("ivy").await.2, 2 * s.pack.credits);
-    // Not due before it came: the nth try of an event waits BACKOFF_SECONDS * n² after.
-    assert_eq!(retry_waiting(&app.store, t).await.unwrap().tried, 0);
-    let later = now() + 8 * BACKOFF_SECONDS;
-    assert_eq!(retry_waiting(&app.store, later).await.unwrap(), Retried { tried: 2, applied: 2 });
+    assert_eq!(retry_waiting(&app.store, now()).await.unwrap(), Retried { tried: 2, applied: 2 });
     let (tier, plan, topup) = app.balance("ivy").await;
     assert_eq!((tier.as_str(), plan), (s.low.id, s.low.credits));
     assert_eq!(topup, s.pack.credits - s.pack.credits / 2, "the first pack refunded in full, half the second");
-    assert_eq!(retry_waiting(&app.store, later + 3600).await.unwrap().tried, 0, "nothing waits any more");
+    assert_eq!(retry_waiting(&app.store, now()).await.unwrap().tried, 0, "nothing waits any more");
+    // Three days on, what still waits is left to the operator's `tally replay`.
+    let stranger = Customer::new("ned", Shape::V2026, s);
+    app.deliver(&stranger.refund("ch_3", "pi_3", s.pack.amount, t), "unmatched").await;
+    app.deliver(&stranger.topup("checkout.session.completed", "cs_3", "pi_3", "paid", t), "applied").await;
+    assert_eq!(retry_waiting(&app.store, now() + 4 * 24 * 3600).await.unwrap().tried, 0);
+    assert_eq!(retry_waiting(&app.store, now()).await.unwrap(), Retried { tried: 1, applied: 1 });
     app.assert_books_balance().await;
 }
