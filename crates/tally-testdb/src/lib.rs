@@ -166,6 +166,17 @@ fn private_cluster() -> Result<String, String> {
     Ok(url)
 }
 
+/// A directory for a new cluster, watched so that it goes when the process does; the
+/// tools to run it and the user they run as.
+fn new_home() -> Result<(PathBuf, Runner, PathBuf, PathBuf), String> {
+    let bin = bindir().ok_or("TEST_DATABASE_URL is not set and no initdb/pg_ctl was found")?;
+    let runner = Runner::for_this_user()?;
+    let dir = std::env::temp_dir().join(format!("tally-testdb-{}-{}", std::process::id(), unique()));
+    let data = dir.join("data");
+    watch(&runner, &bin, &dir, &data)?;
+    Ok((bin, runner, dir, data))
+}
+
 /// Settings for a cluster whose data may be lost: no fsync, commits acknowledged
 /// before their WAL is written.
 const FAST: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
@@ -196,11 +207,7 @@ impl Cluster {
     }
 
     fn start(settings: &'static str) -> Result<Cluster, String> {
-        let bin = bindir().ok_or("TEST_DATABASE_URL is not set and no initdb/pg_ctl was found")?;
-        let runner = Runner::for_this_user()?;
-        let dir = std::env::temp_dir().join(format!("tally-testdb-{}-{}", std::process::id(), unique()));
-        let data = dir.join("data");
-        watch(&runner, &bin, &dir, &data)?;
+        let (bin, runner, dir, data) = new_home()?;
         // initdb makes the directory itself, so it belongs to the user it runs as.
         runner.run(
             &bin.join("initdb"),
@@ -214,16 +221,62 @@ impl Cluster {
                 "--no-sync".as_ref(),
             ],
         )?;
+        Cluster::launch(bin, runner, dir, data, settings)
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`), running: what a failover
+    /// promotes. Durable, like the clusters a test crashes.
+    pub fn standby_of(primary: &Cluster) -> Result<Cluster, String> {
+        let (bin, runner, dir, data) = new_home()?;
+        let port = primary.port.to_string();
+        runner.run(
+            &bin.join("pg_basebackup"),
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-h".as_ref(),
+                "127.0.0.1".as_ref(),
+                "-p".as_ref(),
+                port.as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "-X".as_ref(),
+                "stream".as_ref(),
+                "-R".as_ref(),
+            ],
+        )?;
+        Cluster::launch(bin, runner, dir, data, DURABLE)
+    }
+
+    /// Makes every commit wait until a standby has it (`synchronous_standby_names`), so
+    /// that a failover loses nothing that was acknowledged.
+    pub fn wait_for_standbys(&self) -> Result<(), String> {
+        admin(&self.url("postgres"), "alter system set synchronous_standby_names = '*'".into())?;
+        admin(&self.url("postgres"), "select pg_reload_conf()".into())
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`), waiting until it accepts writes.
+    pub fn promote(&self) -> Result<(), String> {
+        self.pg_ctl(&["promote", "-w"])
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn launch(
+        bin: PathBuf,
+        runner: Runner,
+        dir: PathBuf,
+        data: PathBuf,
+        settings: &'static str,
+    ) -> Result<Cluster, String> {
         let mut last = String::new();
         for _ in 0..3 {
-            let cluster = Cluster {
-                bin: bin.clone(),
-                runner: Runner { prefix: runner.prefix.clone() },
-                dir: dir.clone(),
-                data: data.clone(),
-                port: free_port()?,
-                settings,
-            };
+            let runner = Runner { prefix: runner.prefix.clone() };
+            let (bin, dir, data) = (bin.clone(), dir.clone(), data.clone());
+            let cluster = Cluster { bin, runner, dir, data, port: free_port()?, settings };
             match cluster.resume() {
                 Ok(()) => return Ok(cluster),
                 // Most likely the port was taken meanwhile; the log says.

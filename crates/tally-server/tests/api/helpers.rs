@@ -145,46 +145,7 @@ pub static STUDIO: Shop = Shop {
     toml: Some(STUDIO_TOML),
 };
 
-pub const STUDIO_TOML: &str = r#"# A catalogue unlike the guide's, for the scenario suite.
-[free]
-credits = 20
-
-[plans.hobby]
-name = "Hobby"
-credits = 300
-rank = 10
-prices = [
-  { id = "price_hobby_m", amount = 900, currency = "usd", interval = "month" },
-  { id = "price_hobby_y", amount = 9000, currency = "usd", interval = "year" },
-]
-legacy_prices = ["price_hobby_2024"]
-
-[plans.studio]
-name = "Studio"
-credits = 1500
-rank = 20
-trial_credits = 150
-prices = [
-  { id = "price_studio_m", amount = 2900, currency = "usd", interval = "month" },
-  { id = "price_studio_y", amount = 29000, currency = "usd", interval = "year" },
-]
-
-[plans.team]
-name = "Team"
-credits = 7000
-rank = 30
-prices = [{ id = "price_team_m", amount = 9900, currency = "usd", interval = "month" }]
-
-[packs.boost]
-name = "Boost"
-credits = 250
-prices = [{ id = "price_boost", amount = 500, currency = "usd" }]
-
-[packs.bulk]
-name = "Bulk"
-credits = 5000
-prices = [{ id = "price_bulk", amount = 8000, currency = "eur" }]
-"#;
+pub const STUDIO_TOML: &str = include_str!("../fixtures/studio.toml");
 
 /// Which backend a scenario runs on, and against which catalogue.
 #[derive(Debug, Clone)]
