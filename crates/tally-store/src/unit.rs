@@ -75,10 +75,13 @@ pub struct Unit<'c> {
     /// `(event, owner, named)`: events applied to their customer's owner although their
     /// metadata names someone else.
     conflicts: Vec<(String, String, String)>,
-    /// Stored events delivered again: the new outcome if applied again, and the
-    /// deliveries beyond the one `claim` counted.
-    pub outcomes: Vec<(String, Option<(IngestOutcome, Waits)>, i64)>,
+    /// Stored events delivered again: the new outcome (and wait) if applied again, and
+    /// the deliveries beyond the one `claim` counted.
+    pub outcomes: Vec<(String, Option<Reapplied>, i64)>,
 }
+
+/// A stored event's new outcome, and what it waits for if it is still unmatched.
+pub type Reapplied = (IngestOutcome, Waits);
 
 /// The keys not yet in `known`, each once.
 fn missing<'k, V>(keys: impl IntoIterator<Item = &'k str>, known: &HashMap<String, V>) -> Vec<&'k str> {
