@@ -26,21 +26,28 @@ pub struct Retried {
 
 /// Tries once more every unmatched event whose wait is over at `now`.
 pub async fn retry_waiting(store: &Store, now: i64) -> Result<Retried, StoreError> {
+    let (tried, applied) = retry(store, now).await?;
+    Ok(Retried { tried, applied: applied.len() })
+}
+
+/// [`retry_waiting`], naming the events that applied and how: how many were tried, and
+/// the id and new outcome of each that is no longer unmatched.
+pub async fn retry(store: &Store, now: i64) -> Result<(usize, Vec<(String, Outcome)>), StoreError> {
     let events = store.events_to_retry(now, BATCH).await?;
-    let mut retried = Retried { tried: events.len(), applied: 0 };
+    let mut applied = Vec::new();
     for stored in &events {
         // It was read when it was stored; a failure to read it now is the same event.
         let Ok(parsed) = tally_stripe::parse_event(stored.payload.as_bytes()) else { continue };
         match crate::ingest_parsed(store, &parsed, &stored.payload).await {
             Ok(result) if result.outcome != Outcome::Unmatched => {
                 tracing::info!(event = %stored.id, outcome = result.outcome.as_str(), "a waiting event applied");
-                retried.applied += 1;
+                applied.push((stored.id.clone(), result.outcome));
             }
             Ok(_) | Err(crate::IngestError::Invalid(_)) => {}
             Err(crate::IngestError::Store(e)) => return Err(e),
         }
     }
-    Ok(retried)
+    Ok((events.len(), applied))
 }
 
 /// Sweeps every `every` until the server stops.

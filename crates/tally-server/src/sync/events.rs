@@ -1,7 +1,7 @@
 //! The first pass of `tally sync`: the events Stripe keeps, of the types tally handles,
 //! applied oldest first as webhooks would have been.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::value::RawValue;
 use tally_store::Store;
@@ -41,18 +41,20 @@ pub async fn pull(
         }
         return Ok(report);
     }
-    let mut outcomes = Vec::with_capacity(events.len());
+    let mut outcomes: HashMap<&str, &'static str> = HashMap::with_capacity(events.len());
     for (parsed, raw) in &events {
-        outcomes.push(apply(store, parsed, raw.get()).await?.outcome);
+        outcomes.insert(&parsed.id, apply(store, parsed, raw.get()).await?.outcome);
     }
-    // An event that found no user may be about a customer that a later event of the
-    // pass linked (the customer.created of the same second, listed after it): once more.
-    for ((parsed, raw), outcome) in events.iter().zip(outcomes.iter_mut()) {
-        if *outcome == "unmatched" {
-            *outcome = apply(store, parsed, raw.get()).await?.outcome;
+    // An event that found no user may wait for a customer that a later event of the
+    // pass linked (a customer.created of the same second is listed after it): the
+    // sweep `tally serve` runs applies what waits no more, and the report counts how
+    // each event ended.
+    for (id, outcome) in crate::waiting::retry(store, tally_store::now()).await?.1 {
+        if let Some(counted) = outcomes.get_mut(id.as_str()) {
+            *counted = outcome.as_str();
         }
     }
-    for outcome in outcomes {
+    for outcome in outcomes.into_values() {
         *report.entry(outcome).or_default() += 1;
     }
     Ok(report)
