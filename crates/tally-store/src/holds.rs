@@ -3,16 +3,17 @@
 //! nothing has to run to free it; an expired hold is marked (with its ledger row) when
 //! it is next touched.
 //!
-//! The reservation rows are read and written inside the batch's transaction, after the
-//! account is locked; the unit forgets the user's held total after each change, so the
-//! jobs after it (a spend of the same user) count the new hold.
+//! Like every other job, a hold reads through the unit (its reservation rows, found in
+//! one query for the whole batch after the accounts are locked) and changes them in
+//! memory; the unit writes them back in one statement. The held total the account
+//! carries is the unit's too, and a hold job leaves it as the ledger says (the total
+//! with this hold, or without it), so the jobs after it count the change.
 
-use sqlx::AnyConnection;
 use tally_core::{Account, Ledger};
 
+use crate::StoreError;
 use crate::model::Reservation;
 use crate::unit::Unit;
-use crate::{StoreError, now, rows};
 
 /// A hold job.
 pub(crate) enum Hold {
@@ -45,9 +46,69 @@ impl Hold {
             Hold::Settle { .. } => None,
         }
     }
+
+    /// The reservation the job reads: by idempotency key (a reserve) or by id (a settle).
+    pub fn reads(&self) -> HoldKey<'_> {
+        match self {
+            Hold::Reserve { key, .. } => HoldKey::Key(key),
+            Hold::Settle { id, .. } => HoldKey::Id(id),
+        }
+    }
 }
 
-type Row = (String, String, i64, Option<i64>, String, i64);
+/// How a job names the reservation it reads.
+#[derive(Clone, Copy)]
+pub(crate) enum HoldKey<'a> {
+    Key(&'a str),
+    Id(&'a str),
+}
+
+/// A reservations row.
+#[derive(Debug, Clone)]
+pub(crate) struct HoldRow {
+    pub id: String,
+    pub user_id: String,
+    pub key: String,
+    pub amount: i64,
+    pub committed: Option<i64>,
+    pub status: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The columns of a reservations row, in [`HoldRow`]'s order.
+pub(crate) const HOLD_COLUMNS: &str =
+    "id, user_id, idempotency_key, amount, committed, status, expires_at, created_at, updated_at";
+
+pub(crate) type HoldColumns = (String, String, String, i64, Option<i64>, String, i64, i64, i64);
+
+impl From<HoldColumns> for HoldRow {
+    fn from((id, user_id, key, amount, committed, status, expires_at, created_at, updated_at): HoldColumns) -> Self {
+        HoldRow { id, user_id, key, amount, committed, status, expires_at, created_at, updated_at }
+    }
+}
+
+impl HoldRow {
+    /// Still counted at time `t`.
+    fn live(&self, t: i64) -> bool {
+        self.status == "held" && self.expires_at > t
+    }
+
+    /// The reservation as the API shows it at time `t` (a held one past its expiry is
+    /// expired).
+    fn shown(&self, t: i64) -> Reservation {
+        let status = if self.status == "held" && !self.live(t) { "expired" } else { &self.status };
+        Reservation {
+            reservation_id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            amount: self.amount,
+            committed: self.committed,
+            status: status.to_owned(),
+            expires_at: self.expires_at,
+        }
+    }
+}
 
 /// The ledger reference of the hold made with idempotency key `key`.
 pub(crate) fn hold_reference(key: &str) -> String {
@@ -57,11 +118,6 @@ pub(crate) fn hold_reference(key: &str) -> String {
 /// The ledger reference of the spend made with idempotency key `key`.
 pub(crate) fn spend_reference(key: &str) -> String {
     format!("spend:{key}")
-}
-
-fn reservation((id, user_id, amount, committed, status, expires_at): Row, t: i64) -> Reservation {
-    let status = if status == "held" && expires_at <= t { "expired".to_owned() } else { status };
-    Reservation { reservation_id: id, user_id, amount, committed, status, expires_at }
 }
 
 /// Applies a hold job: the reservation and the account after it, or this job's refusal
@@ -83,53 +139,35 @@ async fn reserve(
     key: &str,
     ttl_seconds: i64,
 ) -> Result<Result<(Reservation, Account), StoreError>, StoreError> {
-    let t = now();
     let mut account = unit.account(user_id).await?.account.clone();
-    account.reserved = unit.reserved(user_id).await?;
-    let existing: Option<Row> = sqlx::query_as(
-        "select id, user_id, amount, committed, status, expires_at from reservations where idempotency_key = $1",
-    )
-    .bind(key)
-    .fetch_optional(unit.conn())
-    .await?;
-    match existing {
-        Some(row) if row.1 != user_id => Ok(Err(StoreError::KeyReused("another user"))),
-        Some(row) if row.2 != amount => Ok(Err(StoreError::KeyReused("another amount"))),
-        Some(row) => Ok(Ok((reservation(row, t), account))),
+    let (held, t) = unit.reserved_as_of(user_id).await?;
+    account.reserved = held;
+    match unit.reservation(HoldKey::Key(key)).await? {
+        Some(row) if row.user_id != user_id => Ok(Err(StoreError::KeyReused("another user"))),
+        Some(row) if row.amount != amount => Ok(Err(StoreError::KeyReused("another amount"))),
+        Some(row) => Ok(Ok((row.shown(t), account))),
         None if unit.reference(&spend_reference(key)).await?.is_some() => Ok(Err(StoreError::KeyReused("a spend"))),
         None => {
-            let id = format!("res_{}", hex::encode(rand::random::<[u8; 12]>()));
             let mut ledger = Ledger::new(account);
             // The hold's ledger row is named by its key, so that a spend with the same key
             // finds it among the references it reads anyway (see credits.rs).
             if let Err(refused) = ledger.reserve(amount, &hold_reference(key)) {
                 return Ok(Err(refused.into()));
             }
-            let expires_at = t.saturating_add(ttl_seconds);
-            sqlx::query(
-                "insert into reservations (id, user_id, idempotency_key, amount, status, expires_at, created_at, updated_at)
-                 values ($1, $2, $3, $4, 'held', $5, $6, $6)",
-            )
-            .bind(&id)
-            .bind(user_id)
-            .bind(key)
-            .bind(amount)
-            .bind(expires_at)
-            .bind(t)
-            .execute(unit.conn())
-            .await?;
-            let account = ledger.account.clone();
-            unit.post(ledger);
-            unit.forget_reserved(user_id);
-            let held = Reservation {
-                reservation_id: id,
+            let row = HoldRow {
+                id: format!("res_{}", hex::encode(rand::random::<[u8; 12]>())),
                 user_id: user_id.to_owned(),
+                key: key.to_owned(),
                 amount,
                 committed: None,
                 status: "held".into(),
-                expires_at,
+                expires_at: t.saturating_add(ttl_seconds),
+                created_at: t,
+                updated_at: t,
             };
-            Ok(Ok((held, account)))
+            let shown = row.shown(t);
+            unit.put_reservation(row);
+            Ok(Ok((shown, post(unit, ledger))))
         }
     }
 }
@@ -139,64 +177,51 @@ async fn settle(
     id: &str,
     how: &Settle,
 ) -> Result<Result<(Reservation, Account), StoreError>, StoreError> {
-    let t = now();
-    let user_id: Option<String> = sqlx::query_scalar("select user_id from reservations where id = $1")
-        .bind(id)
-        .fetch_optional(unit.conn())
-        .await?;
-    let Some(user_id) = user_id else {
+    let Some(user_id) = unit.reservation_owner(id).await? else {
         return Ok(Err(StoreError::NotFound(format!("reservation {id}"))));
     };
     // Lock the account first, then read the hold: a concurrent settle waits here.
     let mut account = unit.account(&user_id).await?.account.clone();
-    account.reserved = rows::reserved_credits(unit.conn(), &user_id, Some(id), t).await?;
-    let row: Row =
-        sqlx::query_as("select id, user_id, amount, committed, status, expires_at from reservations where id = $1")
-            .bind(id)
-            .fetch_one(unit.conn())
-            .await?;
-    let held = row.2;
-    let current = reservation(row, t);
+    let (held_total, t) = unit.reserved_as_of(&user_id).await?;
+    account.reserved = held_total;
+    let Some(mut row) = unit.reservation(HoldKey::Id(id)).await? else {
+        return Ok(Err(StoreError::NotFound(format!("reservation {id}"))));
+    };
     let mut ledger = Ledger::new(account);
-    let (status, committed) = match (current.status.as_str(), how) {
-        ("held", Settle::Commit(amount)) if *amount > held => {
-            return Ok(Err(StoreError::Invalid(format!("amount: {amount} is more than the {held} held"))));
+    match (row.live(t), row.status.as_str(), how) {
+        (true, _, Settle::Commit(amount)) if *amount > row.amount => {
+            return Ok(Err(StoreError::Invalid(format!("amount: {amount} is more than the {} held", row.amount))));
         }
-        ("held", Settle::Commit(amount)) => ("committed", Some(ledger.commit(held, *amount, &format!("commit:{id}")))),
-        ("held", Settle::Release) => {
-            ledger.release(held, "release", &format!("release:{id}"));
-            ("released", None)
+        (true, _, Settle::Commit(amount)) => {
+            row.committed = Some(ledger.commit(row.amount, *amount, &format!("commit:{id}")));
+            row.status = "committed".into();
         }
-        ("expired", _) => {
-            // Freed by time already; recorded once (the batch commits it), then answered as gone.
-            mark(unit.conn(), id, "expired", None, t).await?;
-            ledger.release(held, "expire", &format!("expire:{id}"));
-            unit.post(ledger);
-            unit.forget_reserved(&user_id);
+        (true, _, Settle::Release) => {
+            ledger.release(row.amount, "release", &format!("release:{id}"));
+            row.status = "released".into();
+        }
+        (false, "held", _) => {
+            // Freed by time already (the total does not count it): recorded once (the
+            // batch commits it), then answered as gone.
+            ledger.release(0, "expire", &format!("expire:{id}"));
+            row.status = "expired".into();
+            row.updated_at = t;
+            unit.put_reservation(row);
+            post(unit, ledger);
             return Ok(Err(StoreError::Settled("expired".into())));
         }
-        (settled, _) => return Ok(Err(StoreError::Settled(settled.to_owned()))),
-    };
-    mark(unit.conn(), id, status, committed, t).await?;
-    let account = ledger.account.clone();
-    unit.post(ledger);
-    unit.forget_reserved(&user_id);
-    Ok(Ok((Reservation { status: status.to_owned(), committed, ..current }, account)))
+        (false, settled, _) => return Ok(Err(StoreError::Settled(settled.to_owned()))),
+    }
+    row.updated_at = t;
+    let shown = row.shown(t);
+    unit.put_reservation(row);
+    Ok(Ok((shown, post(unit, ledger))))
 }
 
-async fn mark(
-    conn: &mut AnyConnection,
-    id: &str,
-    status: &str,
-    committed: Option<i64>,
-    t: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("update reservations set status = $2, committed = $3, updated_at = $4 where id = $1")
-        .bind(id)
-        .bind(status)
-        .bind(committed)
-        .bind(t)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// Takes the ledger's rows and the held total it leaves; the account after them.
+fn post(unit: &mut Unit<'_>, ledger: Ledger) -> Account {
+    let account = ledger.account.clone();
+    unit.set_reserved(&account.user_id, account.reserved);
+    unit.post(ledger);
+    account
 }

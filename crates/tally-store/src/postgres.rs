@@ -71,7 +71,6 @@ pub fn url_in_schema(url: &str, schema: &str) -> String {
 /// A pool whose connections see only `schema` (checked by [`check_identifier`]).
 pub async fn connect(url: &str, schema: &str) -> Result<AnyPool, StoreError> {
     check_identifier(schema).map_err(StoreError::Invalid)?;
-    let url = &loopback_without_tls(url);
     let set_path: std::sync::Arc<str> = format!("set search_path to \"{schema}\"").into();
     let pool = AnyPoolOptions::new()
         .max_connections(16)
@@ -162,29 +161,9 @@ async fn adopt_public(conn: &mut AnyConnection, schema: &str) -> Result<(), Stor
     Ok(())
 }
 
-/// A database on this machine is reached without TLS unless the URL names an `sslmode`:
-/// TLS over loopback protects nothing, costs ~90 ms per new connection (most of
-/// `tally serve`'s start-up), and splits large statements into records that wait on
-/// the server's delayed ACK (sqlx leaves Nagle on), 40 ms per batch of webhooks.
-fn loopback_without_tls(url: &str) -> String {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host_port.split(':').next().unwrap_or_default(),
-    };
-    let loopback = matches!(host, "localhost" | "127.0.0.1" | "::1");
-    if !loopback || url.contains("sslmode=") {
-        return url.to_owned();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}sslmode=disable")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{check_identifier, loopback_without_tls};
+    use super::check_identifier;
 
     #[test]
     fn only_plain_lowercase_identifiers_name_a_schema() {
@@ -193,24 +172,6 @@ mod tests {
         }
         for bad in ["", "Tally", "2tally", "tally-x", "a b", "x\";drop", "t\u{0}", "é", &"a".repeat(64)] {
             assert!(check_identifier(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn only_a_loopback_host_without_an_sslmode_loses_tls() {
-        let cases = [
-            ("postgres://postgres@127.0.0.1:5432/test", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"),
-            (
-                "postgres://u:p@localhost/db?application_name=x",
-                "postgres://u:p@localhost/db?application_name=x&sslmode=disable",
-            ),
-            ("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db?sslmode=disable"),
-            ("postgres://127.0.0.1/db?sslmode=require", "postgres://127.0.0.1/db?sslmode=require"),
-            ("postgres://u@db.example.com:5432/db", "postgres://u@db.example.com:5432/db"),
-            ("postgres://u@127.0.0.1.example.com/db", "postgres://u@127.0.0.1.example.com/db"),
-        ];
-        for (url, want) in cases {
-            assert_eq!(loopback_without_tls(url), want, "{url}");
         }
     }
 }

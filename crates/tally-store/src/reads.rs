@@ -19,7 +19,7 @@ impl Store {
         let account = match row {
             Some(row) => {
                 let mut account = rows::account(user_id, row);
-                account.reserved = rows::reserved_credits(&mut conn, user_id, None, now()).await?;
+                account.reserved = rows::reserved_credits(&mut conn, user_id, now()).await?;
                 account
             }
             None => Account::new_user(user_id, &self.catalogue),

@@ -50,14 +50,13 @@ pub fn subscription(row: SubscriptionRow) -> SubscriptionState {
 }
 
 /// The credits held by the user's live reservations at time `t`.
-pub async fn reserved_credits(conn: &mut Conn, user_id: &str, except: Option<&str>, t: i64) -> Result<i64, StoreError> {
+pub async fn reserved_credits(conn: &mut Conn, user_id: &str, t: i64) -> Result<i64, StoreError> {
     let held: i64 = sqlx::query_scalar(
         "select cast(coalesce(sum(amount), 0) as bigint) from reservations
-         where user_id = $1 and status = 'held' and expires_at > $2 and id <> $3",
+         where user_id = $1 and status = 'held' and expires_at > $2",
     )
     .bind(user_id)
     .bind(t)
-    .bind(except.unwrap_or(""))
     .fetch_one(&mut *conn)
     .await?;
     Ok(held)

@@ -17,6 +17,7 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
 use tally_core::{Account, Catalogue, Entry, EventKind};
 
+use crate::holds::{HOLD_COLUMNS, HoldColumns, HoldKey, HoldRow};
 use crate::ingest::Waits;
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::profiles::{Profile, ProfilesTable};
@@ -60,10 +61,15 @@ pub struct Unit<'c> {
     subscription_users: HashMap<String, Option<String>>,
     customers: HashMap<String, Option<String>>,
     intent_users: HashMap<String, Option<String>>,
+    reservation_users: HashMap<String, Option<String>>,
     topups: HashMap<String, Option<Topup>>,
     /// Payment intent -> the session of its top-up.
     topup_intents: HashMap<String, Option<String>>,
-    reserved: HashMap<String, i64>,
+    /// Each user's held credits, and the time they were counted at.
+    reserved: HashMap<String, (i64, i64)>,
+    /// Reservations by id, and the id of each idempotency key.
+    reservations: HashMap<String, Option<HoldRow>>,
+    reservation_keys: HashMap<String, Option<String>>,
     /// Ledger reference -> who made it and what it moved.
     references: HashMap<String, Option<Used>>,
     // What to write at the end, in order.
@@ -71,6 +77,7 @@ pub struct Unit<'c> {
     dirty_subscriptions: Vec<String>,
     dirty_periods: Vec<(String, i64)>,
     dirty_topups: Vec<String>,
+    dirty_reservations: Vec<String>,
     pub events: Vec<NewEventRow>,
     /// `(event, owner, named)`: events applied to their customer's owner although their
     /// metadata names someone else.
@@ -95,6 +102,7 @@ enum Owned {
     Subscription,
     Customer,
     Intent,
+    Reservation,
 }
 
 /// A ledger reference already made: by whom, and the sum of its rows' deltas (a spend's
@@ -112,6 +120,7 @@ impl Owned {
             Owned::Subscription => "select id, user_id from subscriptions where id in ({keys})",
             Owned::Customer => "select stripe_customer_id, user_id from accounts where stripe_customer_id in ({keys})",
             Owned::Intent => "select payment_intent, user_id from topups where payment_intent in ({keys})",
+            Owned::Reservation => "select id, user_id from reservations where id in ({keys})",
         }
     }
 
@@ -147,14 +156,18 @@ impl<'c> Unit<'c> {
             subscription_users: HashMap::new(),
             customers: HashMap::new(),
             intent_users: HashMap::new(),
+            reservation_users: HashMap::new(),
             topups: HashMap::new(),
             topup_intents: HashMap::new(),
             reserved: HashMap::new(),
+            reservations: HashMap::new(),
+            reservation_keys: HashMap::new(),
             references: HashMap::new(),
             entries: Vec::new(),
             dirty_subscriptions: Vec::new(),
             dirty_periods: Vec::new(),
             dirty_topups: Vec::new(),
+            dirty_reservations: Vec::new(),
             events: Vec::new(),
             conflicts: Vec::new(),
             outcomes: Vec::new(),
@@ -167,25 +180,30 @@ impl<'c> Unit<'c> {
         self
     }
 
-    /// The transaction's connection, for the statements of one kind of job (holds).
-    pub fn conn(&mut self) -> &mut AnyConnection {
+    #[cfg(test)]
+    fn conn(&mut self) -> &mut AnyConnection {
         self.conn
     }
 
-    /// Reads in bulk what these events and these users' spends will touch: whose they
-    /// are, then (with those accounts locked) the state the rules decide on.
+    /// Reads in bulk what these events, these users' spends and these holds will touch:
+    /// whose they are, then (with those accounts locked) the state the rules decide on.
     pub async fn prefetch(
         &mut self,
         events: &[&EventKind],
         users: &[&str],
         references: &[&str],
+        holds: &[HoldKey<'_>],
     ) -> Result<(), StoreError> {
         let owners = events.iter().filter_map(|k| k.owner());
         let subscriptions = events.iter().filter_map(|k| k.subscription_id());
         Owned::Subscription.load(self.conn, &mut self.subscription_users, subscriptions).await?;
         Owned::Customer.load(self.conn, &mut self.customers, owners.filter_map(|o| o.customer.as_deref())).await?;
         Owned::Intent.load(self.conn, &mut self.intent_users, events.iter().filter_map(|k| k.payment_intent())).await?;
+        let settled = || holds.iter().filter_map(|h| if let HoldKey::Id(id) = h { Some(*id) } else { None });
+        Owned::Reservation.load(self.conn, &mut self.reservation_users, settled()).await?;
         let mut all_users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        let settlers: Vec<String> = settled().filter_map(|id| self.reservation_users.get(id)?.clone()).collect();
+        all_users.extend(settlers.iter().cloned());
         let located: Vec<&EventKind> = events.iter().copied().filter(|k| self.known_user(k).is_some()).collect();
         all_users.extend(located.iter().filter_map(|k| self.known_user(k)));
         self.lock_accounts(all_users.iter().map(String::as_str)).await?;
@@ -198,9 +216,11 @@ impl<'c> Unit<'c> {
         self.load_topups("session_id", sessions).await?;
         self.load_topups("payment_intent", located.iter().filter_map(|k| k.payment_intent())).await?;
         self.load_references(references.iter().copied()).await?;
+        self.load_reservations(holds).await?;
         let refunds = located.iter().filter(|k| matches!(k, EventKind::ChargeRefunded(_)));
         let refund_users: Vec<String> = refunds.filter_map(|k| self.known_user(k)).collect();
-        self.load_reserved(users.iter().copied().chain(refund_users.iter().map(String::as_str))).await
+        let holders = settlers.iter().chain(&refund_users).map(String::as_str);
+        self.load_reserved(users.iter().copied().chain(holders)).await
     }
 
     // Accounts
@@ -296,14 +316,22 @@ impl<'c> Unit<'c> {
 
     /// The credits held by the user's live reservations.
     pub async fn reserved(&mut self, user_id: &str) -> Result<i64, StoreError> {
+        Ok(self.reserved_as_of(user_id).await?.0)
+    }
+
+    /// The credits held by the user's live reservations, and the time they were counted
+    /// at: the time a hold job judges expiry by, so that a hold is live exactly when the
+    /// total counts it.
+    pub async fn reserved_as_of(&mut self, user_id: &str) -> Result<(i64, i64), StoreError> {
         self.load_reserved([user_id]).await?;
         Ok(self.reserved[user_id])
     }
 
-    /// Drops the user's held total, so that the next job reads it again (a hold job
-    /// changed the reservations).
-    pub fn forget_reserved(&mut self, user_id: &str) {
-        self.reserved.remove(user_id);
+    /// The user's held total after a hold job changed it.
+    pub fn set_reserved(&mut self, user_id: &str, held: i64) {
+        if let Some(total) = self.reserved.get_mut(user_id) {
+            total.0 = held;
+        }
     }
 
     async fn load_reserved<'k>(&mut self, users: impl IntoIterator<Item = &'k str>) -> Result<(), StoreError> {
@@ -315,12 +343,71 @@ impl<'c> Unit<'c> {
                    where status = 'held' and expires_at > $1 and user_id in ({keys}) group by user_id";
         // Holds are counted at the time of reading, after the accounts are locked (a batch
         // may have waited for a lock while a hold expired).
-        let held: Vec<(String, i64)> = fetch_in(self.conn, sql, Some(crate::now()), &want).await?;
+        let t = crate::now();
+        let held: Vec<(String, i64)> = fetch_in(self.conn, sql, Some(t), &want).await?;
         for user in &want {
-            self.reserved.insert((*user).to_owned(), 0);
+            self.reserved.insert((*user).to_owned(), (0, t));
         }
         for (user, held) in held {
-            self.reserved.insert(user, held);
+            self.reserved.insert(user, (held, t));
+        }
+        Ok(())
+    }
+
+    // Reservations
+
+    /// Who made the reservation: fixed once written, so it is read before the locks.
+    pub async fn reservation_owner(&mut self, id: &str) -> Result<Option<String>, StoreError> {
+        Owned::Reservation.load(self.conn, &mut self.reservation_users, [id]).await?;
+        Ok(self.reservation_users[id].clone())
+    }
+
+    /// The reservation of this id or idempotency key, as the batch left it. Read after
+    /// its user's account is locked.
+    pub async fn reservation(&mut self, key: HoldKey<'_>) -> Result<Option<HoldRow>, StoreError> {
+        self.load_reservations(&[key]).await?;
+        let id = match key {
+            HoldKey::Id(id) => Some(id.to_owned()),
+            HoldKey::Key(k) => self.reservation_keys[k].clone(),
+        };
+        Ok(id.and_then(|id| self.reservations.get(&id)?.clone()))
+    }
+
+    /// Keeps a new or changed reservation, written at the end.
+    pub fn put_reservation(&mut self, row: HoldRow) {
+        self.reservation_users.insert(row.id.clone(), Some(row.user_id.clone()));
+        self.reservation_keys.insert(row.key.clone(), Some(row.id.clone()));
+        self.dirty_reservations.push(row.id.clone());
+        self.reservations.insert(row.id.clone(), Some(row));
+    }
+
+    /// Reads the reservations not known yet, by id and by key, in one query.
+    async fn load_reservations(&mut self, keys: &[HoldKey<'_>]) -> Result<(), StoreError> {
+        let ids = missing(
+            keys.iter().filter_map(|k| if let HoldKey::Id(id) = k { Some(*id) } else { None }),
+            &self.reservations,
+        );
+        let by_key = missing(
+            keys.iter().filter_map(|k| if let HoldKey::Key(key) = k { Some(*key) } else { None }),
+            &self.reservation_keys,
+        );
+        if ids.is_empty() && by_key.is_empty() {
+            return Ok(());
+        }
+        // One list for both columns: a row found by the other column is kept all the same.
+        let wanted: Vec<&str> = ids.iter().chain(&by_key).copied().collect();
+        let sql =
+            format!("select {HOLD_COLUMNS} from reservations where id in ({{keys}}) or idempotency_key in ({{keys}})");
+        let found: Vec<HoldColumns> = fetch_in(self.conn, &sql, None, &wanted).await?;
+        self.reservations.extend(ids.iter().map(|id| ((*id).to_owned(), None)));
+        self.reservation_keys.extend(by_key.iter().map(|k| ((*k).to_owned(), None)));
+        for row in found.into_iter().map(HoldRow::from) {
+            if self.reservations.get(&row.id).is_some_and(Option::is_some) {
+                continue; // the batch's own version
+            }
+            self.reservation_keys.insert(row.key.clone(), Some(row.id.clone()));
+            self.reservation_users.insert(row.id.clone(), Some(row.user_id.clone()));
+            self.reservations.insert(row.id.clone(), Some(row));
         }
         Ok(())
     }
@@ -511,6 +598,7 @@ impl<'c> Unit<'c> {
         self.write_subscriptions().await?;
         self.write_periods().await?;
         self.write_topups().await?;
+        self.write_reservations().await?;
         self.write_events().await?;
         self.write_conflicts().await?;
         self.write_outcomes().await
@@ -647,6 +735,29 @@ impl<'c> Unit<'c> {
                 .bind(t.payment_intent.as_deref())
                 .bind(t.credits)
                 .bind(t.refunded_credits)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn write_reservations(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<&HoldRow> =
+            unique(&self.dirty_reservations).filter_map(|id| self.reservations.get(id.as_str())?.as_ref()).collect();
+        let sql = format!(
+            "insert into reservations ({HOLD_COLUMNS}) values {{rows}}
+             on conflict (id) do update set committed = excluded.committed, status = excluded.status,
+                 updated_at = excluded.updated_at"
+        );
+        insert_rows(&mut *self.conn, &sql, 9, rows.chunks(CHUNK), |q, r| {
+            q.bind(&r.id)
+                .bind(&r.user_id)
+                .bind(&r.key)
+                .bind(r.amount)
+                .bind(r.committed)
+                .bind(&r.status)
+                .bind(r.expires_at)
+                .bind(r.created_at)
+                .bind(r.updated_at)
         })
         .await?;
         Ok(())
@@ -842,30 +953,45 @@ mod tests {
         let mut tx = pool.begin().await.unwrap();
         let mut unit = Unit::new(&mut tx, &catalogue);
         let event = subscription_event("cus_9", Some("carl"));
-        unit.prefetch(&[&event], &["dina", "eve"], &["spend:k"]).await.unwrap();
+        unit.prefetch(&[&event], &["dina", "eve"], &["spend:k"], &[HoldKey::Id("res_x")]).await.unwrap();
         assert_eq!(unit.accounts.len(), 3, "the event's user and the spenders");
         assert_eq!(unit.reference("spend:k").await.unwrap(), None);
         assert_eq!(unit.reserved("dina").await.unwrap(), 0);
+        assert_eq!(unit.reservation_owner("res_x").await.unwrap(), None);
     }
 
     #[tokio::test]
-    async fn a_forgotten_hold_total_is_read_again() {
+    async fn a_hold_the_batch_made_is_found_by_its_key_and_written_once() {
         let pool = database().await;
         let catalogue = Catalogue::default();
         let mut tx = pool.begin().await.unwrap();
         let mut unit = Unit::new(&mut tx, &catalogue);
         unit.account("fay").await.unwrap();
         assert_eq!(unit.reserved("fay").await.unwrap(), 0);
-        sqlx::query(
-            "insert into reservations (id, user_id, idempotency_key, amount, status, expires_at, created_at, updated_at)
-             values ('r1', 'fay', 'k1', 30, 'held', $1, 0, 0)",
-        )
-        .bind(crate::now() + 60)
-        .execute(unit.conn())
-        .await
-        .unwrap();
-        assert_eq!(unit.reserved("fay").await.unwrap(), 0, "cached for the batch");
-        unit.forget_reserved("fay");
-        assert_eq!(unit.reserved("fay").await.unwrap(), 30, "read again after a hold job");
+        assert_eq!(unit.reservation(HoldKey::Key("k1")).await.unwrap().map(|r| r.id), None);
+        let t = crate::now();
+        let row = HoldRow {
+            id: "r1".into(),
+            user_id: "fay".into(),
+            key: "k1".into(),
+            amount: 30,
+            committed: None,
+            status: "held".into(),
+            expires_at: t + 60,
+            created_at: t,
+            updated_at: t,
+        };
+        unit.put_reservation(row.clone());
+        unit.set_reserved("fay", 30);
+        assert_eq!(unit.reserved("fay").await.unwrap(), 30, "the batch's total, not the database's");
+        assert_eq!(unit.reservation(HoldKey::Key("k1")).await.unwrap().map(|r| r.id).as_deref(), Some("r1"));
+        unit.put_reservation(HoldRow { status: "committed".into(), committed: Some(20), ..row });
+        unit.flush().await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            count(&pool, "select count(*) from reservations where status = 'committed' and committed = 20").await,
+            1
+        );
+        assert_eq!(count(&pool, "select count(*) from reservations").await, 1);
     }
 }

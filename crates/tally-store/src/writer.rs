@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
 use crate::credits::{Once, apply_link, apply_once};
-use crate::holds::{Hold, apply_hold};
+use crate::holds::{Hold, HoldKey, apply_hold};
 use crate::ingest::{Delivery, Inbox};
 use crate::model::{Billing, IngestOutcome, Reservation, ReservationState};
 use crate::profiles::ProfilesTable;
@@ -44,6 +44,13 @@ impl Work {
     fn delivery(&self) -> Option<&Delivery> {
         match self {
             Work::Ingest(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn hold(&self) -> Option<&Hold> {
+        match self {
+            Work::Hold(hold) => Some(hold),
             _ => None,
         }
     }
@@ -252,7 +259,8 @@ async fn apply(
     let users: Vec<&str> = jobs.iter().filter_map(Work::user_id).collect();
     let references: Vec<String> = jobs.iter().flat_map(Work::references).collect();
     let references: Vec<&str> = references.iter().map(String::as_str).collect();
-    unit.prefetch(&to_apply, &users, &references).await?;
+    let holds: Vec<HoldKey> = jobs.iter().filter_map(Work::hold).map(Hold::reads).collect();
+    unit.prefetch(&to_apply, &users, &references, &holds).await?;
 
     let mut pending = Vec::with_capacity(jobs.len());
     for job in jobs {
