@@ -20,6 +20,8 @@ on_both_backends_and_catalogues!(
     reservations_and_spends_racing_never_go_negative,
     a_refund_takes_only_credits_that_are_not_held,
     racing_commits_and_releases_of_one_hold_settle_it_once,
+    settling_one_hold_leaves_the_others_held,
+    reserve_and_commit_in_one_batch_see_each_other,
 );
 
 fn id(body: &Value) -> String {
@@ -195,5 +197,58 @@ async fn racing_commits_and_releases_of_one_hold_settle_it_once(db: Db) {
     let free = app.shop.free;
     assert!(credits == free - 6 || credits == free, "committed once or released: {credits}");
     assert_eq!(reserved, 0);
+    app.assert_books_balance().await;
+}
+
+async fn settling_one_hold_leaves_the_others_held(db: Db) {
+    let app = spawn_app(db).await;
+    let free = app.shop.free;
+    let (_, a) = app.reserve("ann", 8, "a", 60).await;
+    let (_, b) = app.reserve("ann", 3, "b", 60).await;
+    let (_, c) = app.reserve("ann", 2, "c", 60).await;
+    let (status, done) = app.commit(&id(&a), 5).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    // The answer counts the holds still open, as the billing read does.
+    assert_eq!(
+        (done["billing"]["credits"].as_i64(), done["billing"]["reserved_credits"].as_i64()),
+        (Some(free - 5), Some(5))
+    );
+    let (status, done) = app.release(&id(&b)).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["billing"]["reserved_credits"], 2);
+    assert_eq!(credits(&app, "ann").await, (free - 5, 2));
+    let (status, _) = app.commit(&id(&c), 2).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(credits(&app, "ann").await, (free - 7, 0));
+    app.assert_books_balance().await;
+}
+
+/// Reserves and commits sent at once share the writer's batches: each sees what the
+/// ones before it in its batch did (a commit finds its hold, a second reserve of one key
+/// the first), and every hold is written once.
+async fn reserve_and_commit_in_one_batch_see_each_other(db: Db) {
+    let app = spawn_app(db).await;
+    let free = app.shop.free;
+    let holds = join_all((0..10).map(|i| {
+        let app = &app;
+        async move { app.reserve("ann", 1, &format!("k{}", i % 5), 60).await }
+    }))
+    .await;
+    let mut ids: Vec<String> = holds
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            id(body)
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "one reservation per key");
+    assert_eq!(credits(&app, "ann").await, (free, 5));
+    let settled = join_all(ids.iter().map(|r| app.commit(r, 1))).await;
+    assert!(settled.iter().all(|(status, _)| *status == StatusCode::OK), "{settled:?}");
+    assert_eq!(credits(&app, "ann").await, (free - 5, 0));
+    let again = join_all(ids.iter().map(|r| app.release(r))).await;
+    assert!(again.iter().all(|(status, _)| *status == StatusCode::CONFLICT), "{again:?}");
     app.assert_books_balance().await;
 }
