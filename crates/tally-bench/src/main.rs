@@ -15,6 +15,7 @@ mod hostile;
 mod load;
 mod proxy;
 mod report;
+mod rivals;
 mod seed;
 mod server;
 mod workload;
@@ -65,12 +66,20 @@ struct Args {
     /// Also run the pgbench scripts of this directory (bench/) as a cross-check of the ceiling.
     #[arg(long)]
     pgbench: Option<PathBuf>,
+    /// Also run stripe-sync-engine's ingest (bench/stripe-sync-engine: `npm ci`, then
+    /// node) on the same Postgres, in a database tally_bench_sse, for the side-by-side table.
+    #[arg(long)]
+    stripe_sync_engine: Option<PathBuf>,
     /// Seconds per pgbench run.
     #[arg(long, default_value_t = 5)]
     pgbench_seconds: u64,
     /// Skip the variants (tally with RUST_LOG=warn) and the round-trip count.
     #[arg(long)]
     skip_extras: bool,
+    /// The embedded SQLite default instead of Postgres: tally serve on a file of its own,
+    /// every workload at every C (no ceiling, variants or start-up).
+    #[arg(long)]
+    sqlite: bool,
     /// Also write the report (Markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -120,6 +129,7 @@ fn main() -> ExitCode {
         match (args.hostile, args.smoke) {
             (true, _) => hostile(&args).await,
             (false, true) => smoke().await,
+            (false, false) if args.sqlite => full_sqlite(&args).await,
             (false, false) => full(&args).await,
         }
     });
@@ -549,6 +559,43 @@ async fn hostile(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The real benchmark on the embedded SQLite default.
+async fn full_sqlite(args: &Args) -> anyhow::Result<()> {
+    let bin = std::fs::canonicalize(&args.tally_bin)
+        .with_context(|| format!("{} not found: cargo build --release -p tally", args.tally_bin.display()))?;
+    let dir = server::scratch("tally-bench-sqlite")?;
+    let path = dir.join("bench.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let database_url = format!("sqlite://{}", path.display());
+    let log = dir.join("serve.log");
+    let _ = std::fs::remove_file(&log);
+    let serve = server::spawn(&bin, &database_url, &log, None)?;
+    let mut bench = Bench::new(serve.base(), Some(serve.pid()), &database_url, None, args.users).await?;
+    seed::seed_users(&bench.db, args.users).await?;
+    let mut runs = Vec::new();
+    for &c in &args.concurrency {
+        let n = if c == 1 { args.n_serial.unwrap_or(args.n / 4) } else { args.n };
+        bench.round("tally", c, n, &mut runs).await?;
+    }
+    let (_, peak) = serve.memory();
+    serve.stop();
+    let mut out = String::new();
+    writeln!(out, "## tally on SQLite ({})\n\n{}", path.display(), report::comparison(&runs))?;
+    writeln!(out, "## Where the CPU goes (SQLite)\n\n{}", report::cpu(&runs))?;
+    writeln!(out, "Peak VmHWM of `tally serve`: {peak} KiB ({:.1} MB).\n", mb(peak))?;
+    println!("{out}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &out)?;
+    }
+    let failed = failures(&runs);
+    if !failed.is_empty() {
+        bail!("some runs had errors or failed their checks:\n{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
 /// The real benchmark.
 async fn full(args: &Args) -> anyhow::Result<()> {
     let bin = std::fs::canonicalize(&args.tally_bin)
@@ -612,18 +659,24 @@ async fn full(args: &Args) -> anyhow::Result<()> {
     writeln!(out, "## Start-up: exec to the first 200 of /healthz\n\n{startup}")?;
 
     if !args.skip_extras {
-        // Variants at the highest C, one after the other on the same (now larger)
+        // Variants at C=8 and the highest C, one after the other on the same (now larger)
         // database, the unchanged configuration first: what the request log and TLS to
-        // Postgres cost. Configuration only; tally's code is the same.
-        let tls_url = format!("{database_url}{}sslmode=require", if database_url.contains('?') { '&' } else { '?' });
+        // Postgres cost. Configuration only; tally's code is the same. The main run
+        // reaches Postgres as DATABASE_URL says, with sqlx's default sslmode=prefer: TLS
+        // when the server offers it (ssl=on here).
+        let plain_url = format!("{database_url}{}sslmode=disable", if database_url.contains('?') { '&' } else { '?' });
         let variants_of: [(&'static str, Option<&str>, &str); 3] = [
             ("tally (as above)", None, &database_url),
             ("tally RUST_LOG=warn", Some("warn"), &database_url),
-            ("tally sslmode=require", None, &tls_url),
+            ("tally sslmode=disable", None, &plain_url),
         ];
-        let c = *args.concurrency.iter().max().unwrap_or(&32);
+        let highest = *args.concurrency.iter().max().unwrap_or(&32);
         let mut variants = Vec::new();
-        for (k, (label, rust_log, url)) in variants_of.into_iter().enumerate() {
+        let mut at: Vec<usize> = args.concurrency.iter().copied().filter(|&c| c == 8 || c == highest).collect();
+        at.dedup();
+        for (k, c, (label, rust_log, url)) in
+            at.iter().flat_map(|&c| variants_of.into_iter().enumerate().map(move |(k, v)| (k, c, v)))
+        {
             let serve = server::spawn(&bin, url, &log, rust_log)?;
             bench.tally = Tally::new(&serve.base());
             bench.pid = Some(serve.pid());
@@ -638,13 +691,12 @@ async fn full(args: &Args) -> anyhow::Result<()> {
             }
             serve.stop();
         }
-        variants.sort_by_key(|r| r.workload.clone());
+        variants.sort_by_key(|r| (r.concurrency, r.workload.clone()));
         writeln!(
             out,
-            "## Variants: the request log and TLS to Postgres (C={c})\n\n{}\n\
-             RUST_LOG=warn turns off the line per webhook; `?sslmode=require` in DATABASE_URL turns on TLS \
-             between tally and Postgres (tally reaches a database on loopback without TLS unless the URL names \
-             an sslmode).\n",
+            "## Variants: the request log and TLS to Postgres\n\n{}\n\
+             RUST_LOG=warn turns off the line per webhook; `?sslmode=disable` in DATABASE_URL turns off TLS \
+             between tally and Postgres, which the main run uses (sqlx's default sslmode=prefer).\n",
             report::plain(&variants)
         )?;
         runs.extend(variants);
@@ -663,9 +715,20 @@ async fn full(args: &Args) -> anyhow::Result<()> {
         writeln!(out, "## Database round trips per operation\n\n{table}")?;
     }
 
+    let mut pgbench_tps = Vec::new();
     if let Some(scripts) = &args.pgbench {
-        let table = pgbench(scripts, &ceiling_url, &args.concurrency, args.pgbench_seconds, args.users).await?;
+        let (table, tps) = pgbench(scripts, &ceiling_url, &args.concurrency, args.pgbench_seconds, args.users).await?;
         writeln!(out, "## Cross-check of the ceiling with pgbench\n\n{table}")?;
+        pgbench_tps = tps;
+    }
+    if let Some(dir) = &args.stripe_sync_engine {
+        let n_serial = args.n_serial.unwrap_or(args.n / 4);
+        let rivals = rivals::sync_engine(dir, &args.database_url, &args.concurrency, args.n, n_serial).await?;
+        runs.extend(rivals);
+    }
+    if args.pgbench.is_some() || args.stripe_sync_engine.is_some() {
+        let table = report::side_by_side(&runs, &pgbench_tps);
+        writeln!(out, "## Side by side: tally, pgbench and stripe-sync-engine (ingest)\n\n{table}")?;
     }
 
     println!("{out}");
@@ -751,8 +814,8 @@ async fn startup_times(
         ("SQLite, new file (creates and migrates it)", Vec::new()),
         ("SQLite, migrated file", Vec::new()),
         ("Postgres, empty database (migrates it)", Vec::new()),
-        ("Postgres, migrated database", Vec::new()),
-        ("Postgres, migrated database, `?sslmode=require` in DATABASE_URL (TLS)", Vec::new()),
+        ("Postgres, migrated database (TLS: sslmode=prefer, the default)", Vec::new()),
+        ("Postgres, migrated database, `?sslmode=disable` in DATABASE_URL (no TLS)", Vec::new()),
     ];
     for r in 0..runs {
         let path = dir.join(format!("startup-{r}.db"));
@@ -761,8 +824,8 @@ async fn startup_times(
         }
         let sqlite = format!("sqlite://{}", path.display());
         let pg = server::fresh_database(server_url, "tally_bench_startup").await?;
-        let tls = format!("{pg}{}sslmode=require", if pg.contains('?') { '&' } else { '?' });
-        for (i, url) in [&sqlite, &sqlite, &pg, &pg, &tls].into_iter().enumerate() {
+        let plain = format!("{pg}{}sslmode=disable", if pg.contains('?') { '&' } else { '?' });
+        for (i, url) in [&sqlite, &sqlite, &pg, &pg, &plain].into_iter().enumerate() {
             let serve = server::spawn(bin, url, &log, None)?;
             cases[i].1.push(serve.startup);
             serve.stop();
@@ -942,7 +1005,8 @@ async fn pgbench(
     concurrency: &[usize],
     seconds: u64,
     users: usize,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<(&'static str, usize, f64)>)> {
+    let mut tps = Vec::new();
     let payload = workload::ingest("pgb", 3, 0.0).events.swap_remove(0).body;
     let mut table = String::from("| script | C | pgbench tps | latency average ms |\n|---|---:|---:|---:|\n");
     for script in ["ingest.sql", "spend_spread.sql", "spend_hot.sql"] {
@@ -984,12 +1048,15 @@ async fn pgbench(
             let number = |key: &str, digits: usize| {
                 find(key).parse::<f64>().map_or_else(|_| "?".to_owned(), |v| format!("{v:.digits$}"))
             };
+            if let Ok(v) = find("tps").parse::<f64>() {
+                tps.push((script, c, v));
+            }
             let line = format!("| {script} | {c} | {} | {} |", number("tps", 0), number("latency average", 2));
             eprintln!("{line}");
             writeln!(table, "{line}")?;
         }
     }
-    Ok(table)
+    Ok((table, tps))
 }
 
 /// Requests per transaction between two readings of the writer's counters.

@@ -131,3 +131,36 @@ pub fn plain(runs: &[Run]) -> String {
     }
     out
 }
+
+/// Ingest at each C: tally, pgbench's run of the ceiling transaction (ingest.sql) and
+/// stripe-sync-engine, from the same run, with tally's ratio to each.
+pub fn side_by_side(runs: &[Run], pgbench: &[(&str, usize, f64)]) -> String {
+    let mut out = String::from(
+        "| C | tally ops/s | tally p99 ms | tally max ms | pgbench tps | stripe-sync-engine ops/s | its p99 ms | its errors | tally / pgbench | tally / stripe-sync-engine |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let ingest = |system: &str, c: usize| {
+        runs.iter().find(|r| r.system == system && r.workload == "ingest" && r.concurrency == c)
+    };
+    for tally in runs.iter().filter(|r| r.system == "tally" && r.workload == "ingest") {
+        let c = tally.concurrency;
+        let pg = pgbench.iter().find(|(script, pc, _)| *script == "ingest.sql" && *pc == c).map(|p| p.2);
+        let sse = ingest(crate::rivals::SYNC_ENGINE, c);
+        let ratio =
+            |other: Option<f64>| other.map_or("–".to_owned(), |o| format!("**{:.2}×**", tally.throughput() / o));
+        let _ = writeln!(
+            out,
+            "| {c} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            tally.throughput(),
+            tally.quantile_ms(0.99),
+            tally.max_ms(),
+            pg.map_or("–".to_owned(), |v| format!("{v:.0}")),
+            sse.map_or("–".to_owned(), |r| format!("{:.0}", r.throughput())),
+            sse.map_or("–".to_owned(), |r| format!("{:.2}", r.quantile_ms(0.99))),
+            sse.map_or("–".to_owned(), |r| r.errors.to_string()),
+            ratio(pg),
+            ratio(sse.map(Run::throughput)),
+        );
+    }
+    out
+}

@@ -197,13 +197,22 @@ impl Tally {
     /// lets tally's database pool grow to what this concurrency needs (a new Postgres
     /// connection costs tally ~90 ms with TLS, which would otherwise land in the run).
     pub async fn warm_up(&self, c: usize) {
+        self.warm_up_on(c, |i| format!("/api/users/warm-{i}/billing")).await;
+    }
+
+    /// [`Tally::warm_up`] on one path (another server than tally).
+    pub async fn warm_up_path(&self, c: usize, path: &str) {
+        self.warm_up_on(c, |_| path.to_owned()).await;
+    }
+
+    async fn warm_up_on(&self, c: usize, path: impl Fn(usize) -> String) {
         let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
         let tasks: Vec<_> = (0..2 * c)
             .map(|i| {
-                let t = self.clone();
+                let (t, path) = (self.clone(), path(i));
                 tokio::spawn(async move {
                     while std::time::Instant::now() < until {
-                        let _ = t.get(&format!("/api/users/warm-{i}/billing")).await;
+                        let _ = t.get(&path).await;
                     }
                 })
             })
@@ -243,9 +252,20 @@ impl Tally {
 
     /// Posts one delivery; counts its outcome.
     pub async fn deliver(&self, event: &Event, delivery: &Delivery, outcomes: &Outcomes) -> Result<(), String> {
+        self.deliver_to("/api/webhooks/stripe", event, delivery, outcomes).await
+    }
+
+    /// [`Tally::deliver`] to another webhook path (another server than tally).
+    pub async fn deliver_to(
+        &self,
+        path: &str,
+        event: &Event,
+        delivery: &Delivery,
+        outcomes: &Outcomes,
+    ) -> Result<(), String> {
         let response = self
             .client
-            .post(format!("{}/api/webhooks/stripe", self.base))
+            .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .header("stripe-signature", &delivery.signature)
             .body(event.body.clone())
