@@ -76,6 +76,10 @@ struct Args {
     /// Skip the variants (tally with RUST_LOG=warn) and the round-trip count.
     #[arg(long)]
     skip_extras: bool,
+    /// Growth instead of the benchmark: ingest at each C on an empty database, then again
+    /// after this many events are stored (e.g. 1000000), on Postgres.
+    #[arg(long)]
+    growth: Option<usize>,
     /// The embedded SQLite default instead of Postgres: tally serve on a file of its own,
     /// every workload at every C (no ceiling, variants or start-up).
     #[arg(long)]
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         match (args.hostile, args.smoke) {
             (true, _) => hostile(&args).await,
             (false, true) => smoke().await,
+            (false, false) if args.growth.is_some() => growth(&args).await,
             (false, false) if args.sqlite => full_sqlite(&args).await,
             (false, false) => full(&args).await,
         }
@@ -555,6 +560,72 @@ async fn hostile(args: &Args) -> anyhow::Result<()> {
     }
     if args.smoke {
         println!("hostile smoke run ok");
+    }
+    Ok(())
+}
+
+/// Ingest on an empty database, then with `--growth` events already stored: the same
+/// tally process and the same deliveries' shape, so the ratio is what size costs.
+async fn growth(args: &Args) -> anyhow::Result<()> {
+    let stored = args.growth.unwrap_or(1_000_000);
+    let bin = std::fs::canonicalize(&args.tally_bin)
+        .with_context(|| format!("{} not found: cargo build --release -p tally", args.tally_bin.display()))?;
+    let dir = server::scratch("tally-bench-growth")?;
+    let database_url = server::fresh_database(&args.database_url, "tally_bench_growth").await?;
+    let log = dir.join("serve.log");
+    let _ = std::fs::remove_file(&log);
+    let serve = server::spawn(&bin, &database_url, &log, None)?;
+    let mut bench = Bench::new(serve.base(), Some(serve.pid()), &database_url, None, args.users).await?;
+    seed::seed_users(&bench.db, args.users).await?;
+    let mut runs = Vec::new();
+    for (label, round) in [("tally", 0), ("tally, 1M stored", 1)] {
+        if round == 1 {
+            let start = std::time::Instant::now();
+            seed::store_events(&bench.db, stored, args.users).await?;
+            bench.tally_events += stored as i64;
+            sqlx::raw_sql("vacuum analyze").execute(&bench.db).await?;
+            eprintln!("# stored {stored} events in {:.0} s", start.elapsed().as_secs_f64());
+        }
+        for &c in &args.concurrency {
+            let n = if c == 1 { args.n_serial.unwrap_or(args.n / 4) } else { args.n };
+            let ing = Arc::new(workload::ingest(&format!("gr{round}c{c}"), n, 0.10));
+            let run = bench.ingest(label, c, ing).await?;
+            eprintln!("{}", report::progress(&run));
+            runs.push(run);
+        }
+    }
+    let size: String = sqlx::query_scalar(
+        "select pg_size_pretty(pg_total_relation_size('tally.events')) || ' (events, with indexes)'",
+    )
+    .fetch_one(&bench.db)
+    .await?;
+    serve.stop();
+    let mut out = format!(
+        "## Growth: ingest on an empty database and with {stored} events stored ({size})\n\n\
+         | C | empty ops/s | p99 ms | {stored} stored ops/s | p99 ms | stored / empty |\n|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for &c in &args.concurrency {
+        let of = |label: &str| runs.iter().find(|r| r.system == label && r.concurrency == c);
+        if let (Some(empty), Some(full)) = (of("tally"), of("tally, 1M stored")) {
+            writeln!(
+                out,
+                "| {c} | {:.0} | {:.2} | {:.0} | {:.2} | **{:.2}×** |",
+                empty.throughput(),
+                empty.quantile_ms(0.99),
+                full.throughput(),
+                full.quantile_ms(0.99),
+                full.throughput() / empty.throughput()
+            )?;
+        }
+    }
+    println!("{out}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &out)?;
+    }
+    server::drop_database(&args.database_url, "tally_bench_growth").await?;
+    let failed = failures(&runs);
+    if !failed.is_empty() {
+        bail!("some runs had errors or failed their checks:\n{}", failed.join("\n"));
     }
     Ok(())
 }

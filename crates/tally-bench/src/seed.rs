@@ -81,3 +81,27 @@ pub async fn reservations_like(pool: &AnyPool, prefix: &str, status: &str) -> an
         .fetch_one(pool)
         .await?)
 }
+
+/// `n` processed events of the users, stored as tally stores them (a real invoice.paid
+/// body each, ids random like Stripe's), in bulk: what a database holds after months.
+pub async fn store_events(pool: &AnyPool, n: usize, users: usize) -> anyhow::Result<()> {
+    let body = crate::workload::ingest("grow", 1, 0.0).events.swap_remove(0).body;
+    let t = unix_now();
+    let batch = 50_000;
+    for from in (0..n).step_by(batch) {
+        let count = batch.min(n - from);
+        sqlx::query(
+            "insert into events (id, type, created, livemode, payload, outcome, user_id, received_at, attempts)
+             select 'evt_' || md5(random()::text || g::text), 'invoice.paid', $1, 0,
+                    replace($2, 'grow-u0', 'u' || (g % $3)), 'processed', 'u' || (g % $3), $1, 1
+             from generate_series(1, $4) g",
+        )
+        .bind(t)
+        .bind(&body)
+        .bind(users.max(1) as i64)
+        .bind(count as i64)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
