@@ -568,17 +568,12 @@ async fn hostile(args: &Args) -> anyhow::Result<()> {
 /// tally process and the same deliveries' shape, so the ratio is what size costs.
 async fn growth(args: &Args) -> anyhow::Result<()> {
     let stored = args.growth.unwrap_or(1_000_000);
-    let bin = std::fs::canonicalize(&args.tally_bin)
-        .with_context(|| format!("{} not found: cargo build --release -p tally", args.tally_bin.display()))?;
+    let bin = tally_bin(args)?;
     let dir = server::scratch("tally-bench-growth")?;
     let database_url = server::fresh_database(&args.database_url, "tally_bench_growth").await?;
-    let log = dir.join("serve.log");
-    let _ = std::fs::remove_file(&log);
-    let serve = server::spawn(&bin, &database_url, &log, None)?;
-    let mut bench = Bench::new(serve.base(), Some(serve.pid()), &database_url, None, args.users).await?;
-    seed::seed_users(&bench.db, args.users).await?;
+    let (serve, mut bench) = seeded(&bin, &dir, &database_url, args.users).await?;
     let mut runs = Vec::new();
-    for (label, round) in [("tally", 0), ("tally, 1M stored", 1)] {
+    for (label, round) in [("tally", 0), ("tally, stored", 1)] {
         if round == 1 {
             let start = std::time::Instant::now();
             seed::store_events(&bench.db, stored, args.users).await?;
@@ -606,7 +601,7 @@ async fn growth(args: &Args) -> anyhow::Result<()> {
     );
     for &c in &args.concurrency {
         let of = |label: &str| runs.iter().find(|r| r.system == label && r.concurrency == c);
-        if let (Some(empty), Some(full)) = (of("tally"), of("tally, 1M stored")) {
+        if let (Some(empty), Some(full)) = (of("tally"), of("tally, stored")) {
             writeln!(
                 out,
                 "| {c} | {:.0} | {:.2} | {:.0} | {:.2} | **{:.2}×** |",
@@ -618,12 +613,39 @@ async fn growth(args: &Args) -> anyhow::Result<()> {
             )?;
         }
     }
+    server::drop_database(&args.database_url, "tally_bench_growth").await?;
+    report_and_check(args, &out, &runs)
+}
+
+/// A `tally serve` on `database_url` (no ceiling), its log in `dir`, with `users` seeded.
+async fn seeded(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    database_url: &str,
+    users: usize,
+) -> anyhow::Result<(server::Serve, Bench)> {
+    let log = dir.join("serve.log");
+    let _ = std::fs::remove_file(&log);
+    let serve = server::spawn(bin, database_url, &log, None)?;
+    let bench = Bench::new(serve.base(), Some(serve.pid()), database_url, None, users).await?;
+    seed::seed_users(&bench.db, users).await?;
+    Ok((serve, bench))
+}
+
+/// The `tally` binary of `--tally-bin`.
+fn tally_bin(args: &Args) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(&args.tally_bin)
+        .with_context(|| format!("{} not found: cargo build --release -p tally", args.tally_bin.display()))
+}
+
+/// Prints the report (and writes it to `--out`); fails if any run had errors or failed
+/// a state check.
+fn report_and_check(args: &Args, out: &str, runs: &[Run]) -> anyhow::Result<()> {
     println!("{out}");
     if let Some(path) = &args.out {
-        std::fs::write(path, &out)?;
+        std::fs::write(path, out)?;
     }
-    server::drop_database(&args.database_url, "tally_bench_growth").await?;
-    let failed = failures(&runs);
+    let failed = failures(runs);
     if !failed.is_empty() {
         bail!("some runs had errors or failed their checks:\n{}", failed.join("\n"));
     }
@@ -632,19 +654,14 @@ async fn growth(args: &Args) -> anyhow::Result<()> {
 
 /// The real benchmark on the embedded SQLite default.
 async fn full_sqlite(args: &Args) -> anyhow::Result<()> {
-    let bin = std::fs::canonicalize(&args.tally_bin)
-        .with_context(|| format!("{} not found: cargo build --release -p tally", args.tally_bin.display()))?;
+    let bin = tally_bin(args)?;
     let dir = server::scratch("tally-bench-sqlite")?;
     let path = dir.join("bench.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     let database_url = format!("sqlite://{}", path.display());
-    let log = dir.join("serve.log");
-    let _ = std::fs::remove_file(&log);
-    let serve = server::spawn(&bin, &database_url, &log, None)?;
-    let mut bench = Bench::new(serve.base(), Some(serve.pid()), &database_url, None, args.users).await?;
-    seed::seed_users(&bench.db, args.users).await?;
+    let (serve, mut bench) = seeded(&bin, &dir, &database_url, args.users).await?;
     let mut runs = Vec::new();
     for &c in &args.concurrency {
         let n = if c == 1 { args.n_serial.unwrap_or(args.n / 4) } else { args.n };
@@ -656,21 +673,12 @@ async fn full_sqlite(args: &Args) -> anyhow::Result<()> {
     writeln!(out, "## tally on SQLite ({})\n\n{}", path.display(), report::comparison(&runs))?;
     writeln!(out, "## Where the CPU goes (SQLite)\n\n{}", report::cpu(&runs))?;
     writeln!(out, "Peak VmHWM of `tally serve`: {peak} KiB ({:.1} MB).\n", mb(peak))?;
-    println!("{out}");
-    if let Some(path) = &args.out {
-        std::fs::write(path, &out)?;
-    }
-    let failed = failures(&runs);
-    if !failed.is_empty() {
-        bail!("some runs had errors or failed their checks:\n{}", failed.join("\n"));
-    }
-    Ok(())
+    report_and_check(args, &out, &runs)
 }
 
 /// The real benchmark.
 async fn full(args: &Args) -> anyhow::Result<()> {
-    let bin = std::fs::canonicalize(&args.tally_bin)
-        .with_context(|| format!("{} not found: cargo build --release -p tally", args.tally_bin.display()))?;
+    let bin = tally_bin(args)?;
     let dir = server::scratch("tally-bench")?;
     let mut out = String::new();
     writeln!(out, "## Machine\n\n{}", machine(&args.database_url).await?)?;
@@ -802,15 +810,7 @@ async fn full(args: &Args) -> anyhow::Result<()> {
         writeln!(out, "## Side by side: tally, pgbench and stripe-sync-engine (ingest)\n\n{table}")?;
     }
 
-    println!("{out}");
-    if let Some(path) = &args.out {
-        std::fs::write(path, &out)?;
-    }
-    let failed = failures(&runs);
-    if !failed.is_empty() {
-        bail!("some runs had errors or failed their checks:\n{}", failed.join("\n"));
-    }
-    Ok(())
+    report_and_check(args, &out, &runs)
 }
 
 fn mb(kib: u64) -> f64 {
