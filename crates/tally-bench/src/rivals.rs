@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -50,27 +50,25 @@ fn start(dir: &Path, database_url: &str) -> anyhow::Result<Node> {
         .spawn()
         .context("cannot start node (stripe-sync-engine)")?;
     let stdout = child.stdout.take().context("node's stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let started = Instant::now();
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    break addr.trim().to_owned();
-                }
-            }
-            _ => {
-                let _ = child.kill();
-                bail!("stripe-sync-engine's server exited before listening");
+    // Its stdout is read on a thread of its own (and kept read, so that node never blocks
+    // on a full pipe); the address comes back over a channel, so the wait is bounded even
+    // if node hangs without a line.
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let (Some(addr), Some(tx)) = (line.strip_prefix("listening on "), found.take()) {
+                let _ = tx.send(addr.trim().to_owned());
             }
         }
-        if started.elapsed() > Duration::from_secs(60) {
+    });
+    let addr = match address.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => addr,
+        Err(_) => {
             let _ = child.kill();
-            bail!("stripe-sync-engine's server did not listen within 60 s");
+            bail!("stripe-sync-engine's server did not listen within 60 s (or exited)");
         }
     };
-    // Keep reading its stdout so that it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
     Ok(Node { child, base: format!("http://{addr}") })
 }
 

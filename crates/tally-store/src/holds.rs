@@ -63,6 +63,18 @@ pub(crate) enum HoldKey<'a> {
     Id(&'a str),
 }
 
+impl<'a> HoldKey<'a> {
+    /// The reservation id, when the job names one (a settle).
+    pub fn id(self) -> Option<&'a str> {
+        if let HoldKey::Id(id) = self { Some(id) } else { None }
+    }
+
+    /// The idempotency key, when the job names one (a reserve).
+    pub fn key(self) -> Option<&'a str> {
+        if let HoldKey::Key(key) = self { Some(key) } else { None }
+    }
+}
+
 /// A reservations row.
 #[derive(Debug, Clone)]
 pub(crate) struct HoldRow {

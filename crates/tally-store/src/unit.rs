@@ -199,7 +199,7 @@ impl<'c> Unit<'c> {
         Owned::Subscription.load(self.conn, &mut self.subscription_users, subscriptions).await?;
         Owned::Customer.load(self.conn, &mut self.customers, owners.filter_map(|o| o.customer.as_deref())).await?;
         Owned::Intent.load(self.conn, &mut self.intent_users, events.iter().filter_map(|k| k.payment_intent())).await?;
-        let settled = || holds.iter().filter_map(|h| if let HoldKey::Id(id) = h { Some(*id) } else { None });
+        let settled = || holds.iter().filter_map(|h| h.id());
         Owned::Reservation.load(self.conn, &mut self.reservation_users, settled()).await?;
         let mut all_users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
         let settlers: Vec<String> = settled().filter_map(|id| self.reservation_users.get(id)?.clone()).collect();
@@ -383,14 +383,8 @@ impl<'c> Unit<'c> {
 
     /// Reads the reservations not known yet, by id and by key, in one query.
     async fn load_reservations(&mut self, keys: &[HoldKey<'_>]) -> Result<(), StoreError> {
-        let ids = missing(
-            keys.iter().filter_map(|k| if let HoldKey::Id(id) = k { Some(*id) } else { None }),
-            &self.reservations,
-        );
-        let by_key = missing(
-            keys.iter().filter_map(|k| if let HoldKey::Key(key) = k { Some(*key) } else { None }),
-            &self.reservation_keys,
-        );
+        let ids = missing(keys.iter().filter_map(|k| k.id()), &self.reservations);
+        let by_key = missing(keys.iter().filter_map(|k| k.key()), &self.reservation_keys);
         if ids.is_empty() && by_key.is_empty() {
             return Ok(());
         }
