@@ -57,6 +57,32 @@ where
     Ok(rows)
 }
 
+/// Runs `parts` as one `union all`: each a select whose `{keys}` stands for an `in` list
+/// of its keys (a part without keys is left out), and collects their rows. Many keys
+/// are sent in several statements.
+pub async fn fetch_union<R>(conn: &mut AnyConnection, parts: &[(&str, &[&str])]) -> Result<Vec<R>, StoreError>
+where
+    R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let per_part = IN_KEYS / parts.len().max(1);
+    let rounds = parts.iter().map(|(_, keys)| keys.len().div_ceil(per_part)).max().unwrap_or(0);
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        let chunks = parts.iter().filter_map(|(sql, keys)| Some((*sql, keys.chunks(per_part).nth(round)?)));
+        let (mut selects, mut bound) = (Vec::new(), Vec::new());
+        for (sql, chunk) in chunks {
+            selects.push(sql.replace("{keys}", &placeholders(bound.len() + 1, chunk.len())));
+            bound.extend_from_slice(chunk);
+        }
+        let mut query = sqlx::query_as::<_, R>(AssertSqlSafe(selects.join(" union all ")));
+        for key in bound {
+            query = query.bind(key);
+        }
+        rows.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
+}
+
 pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// Runs `sql` once per chunk, its `{rows}` replaced by a row of `cols` parameters for

@@ -22,7 +22,7 @@ use crate::ingest::Waits;
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::profiles::{Profile, ProfilesTable};
 use crate::rows::{self, AccountRow, SUBSCRIPTION_COLUMNS, SubscriptionRow};
-use crate::sql::{CHUNK, by_size, fetch_in, insert_rows, unique, value_rows};
+use crate::sql::{CHUNK, by_size, fetch_in, fetch_union, insert_rows, unique, value_rows};
 use crate::{StoreError, views};
 
 /// A locked account and whether the batch changed its row.
@@ -115,30 +115,28 @@ pub struct Used {
 }
 
 impl Owned {
+    /// A select of `(tag, key, user)` for the keys in `{keys}`, to be joined with the
+    /// other kinds' by `union all`.
     fn sql(self) -> &'static str {
         match self {
-            Owned::Subscription => "select id, user_id from subscriptions where id in ({keys})",
-            Owned::Customer => "select stripe_customer_id, user_id from accounts where stripe_customer_id in ({keys})",
-            Owned::Intent => "select payment_intent, user_id from topups where payment_intent in ({keys})",
-            Owned::Reservation => "select id, user_id from reservations where id in ({keys})",
+            Owned::Subscription => "select 's', id, user_id from subscriptions where id in ({keys})",
+            Owned::Customer => {
+                "select 'c', stripe_customer_id, user_id from accounts where stripe_customer_id in ({keys})"
+            }
+            Owned::Intent => "select 'i', payment_intent, user_id from topups where payment_intent in ({keys})",
+            Owned::Reservation => "select 'r', id, user_id from reservations where id in ({keys})",
         }
     }
 
-    /// Adds the owners of the `keys` not in `known` (`None`: no one's yet).
-    async fn load<'k>(
-        self,
-        conn: &mut AnyConnection,
-        known: &mut HashMap<String, Option<String>>,
-        keys: impl IntoIterator<Item = &'k str>,
-    ) -> Result<(), StoreError> {
-        let want = missing(keys, known);
-        if want.is_empty() {
-            return Ok(());
+    /// The kind whose [`Owned::sql`] selects `tag` first.
+    fn of_tag(tag: &str) -> Option<Owned> {
+        match tag {
+            "s" => Some(Owned::Subscription),
+            "c" => Some(Owned::Customer),
+            "i" => Some(Owned::Intent),
+            "r" => Some(Owned::Reservation),
+            _ => None,
         }
-        let found: Vec<(String, String)> = fetch_in(conn, self.sql(), None, &want).await?;
-        known.extend(want.iter().map(|k| ((*k).to_owned(), None)));
-        known.extend(found.into_iter().map(|(key, user)| (key, Some(user))));
-        Ok(())
     }
 }
 
@@ -194,13 +192,14 @@ impl<'c> Unit<'c> {
         references: &[&str],
         holds: &[HoldKey<'_>],
     ) -> Result<(), StoreError> {
-        let owners = events.iter().filter_map(|k| k.owner());
-        let subscriptions = events.iter().filter_map(|k| k.subscription_id());
-        Owned::Subscription.load(self.conn, &mut self.subscription_users, subscriptions).await?;
-        Owned::Customer.load(self.conn, &mut self.customers, owners.filter_map(|o| o.customer.as_deref())).await?;
-        Owned::Intent.load(self.conn, &mut self.intent_users, events.iter().filter_map(|k| k.payment_intent())).await?;
         let settled = || holds.iter().filter_map(|h| h.id());
-        Owned::Reservation.load(self.conn, &mut self.reservation_users, settled()).await?;
+        self.load_owners(vec![
+            (Owned::Subscription, events.iter().filter_map(|k| k.subscription_id()).collect()),
+            (Owned::Customer, events.iter().filter_map(|k| k.owner()?.customer.as_deref()).collect()),
+            (Owned::Intent, events.iter().filter_map(|k| k.payment_intent()).collect()),
+            (Owned::Reservation, settled().collect()),
+        ])
+        .await?;
         let mut all_users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
         let settlers: Vec<String> = settled().filter_map(|id| self.reservation_users.get(id)?.clone()).collect();
         all_users.extend(settlers.iter().cloned());
@@ -221,6 +220,34 @@ impl<'c> Unit<'c> {
         let refund_users: Vec<String> = refunds.filter_map(|k| self.known_user(k)).collect();
         let holders = settlers.iter().chain(&refund_users).map(String::as_str);
         self.load_reserved(users.iter().copied().chain(holders)).await
+    }
+
+    // Owners
+
+    fn owners(&mut self, kind: Owned) -> &mut HashMap<String, Option<String>> {
+        match kind {
+            Owned::Subscription => &mut self.subscription_users,
+            Owned::Customer => &mut self.customers,
+            Owned::Intent => &mut self.intent_users,
+            Owned::Reservation => &mut self.reservation_users,
+        }
+    }
+
+    /// Adds the owners of the keys of each kind not known yet (`None`: no one's yet),
+    /// every kind in one query.
+    async fn load_owners(&mut self, wanted: Vec<(Owned, Vec<&str>)>) -> Result<(), StoreError> {
+        let wanted: Vec<(Owned, Vec<&str>)> =
+            wanted.into_iter().map(|(kind, keys)| (kind, missing(keys, self.owners(kind)))).collect();
+        let parts: Vec<(&str, &[&str])> = wanted.iter().map(|(kind, keys)| (kind.sql(), keys.as_slice())).collect();
+        let found: Vec<(String, String, String)> = fetch_union(self.conn, &parts).await?;
+        for (kind, keys) in &wanted {
+            self.owners(*kind).extend(keys.iter().map(|k| ((*k).to_owned(), None)));
+        }
+        for (tag, key, user) in found {
+            let kind = Owned::of_tag(&tag).expect("a tag of Owned::sql");
+            self.owners(kind).insert(key, Some(user));
+        }
+        Ok(())
     }
 
     // Accounts
@@ -303,7 +330,7 @@ impl<'c> Unit<'c> {
         if self.account(user_id).await?.customer.is_some() {
             return Ok(false);
         }
-        Owned::Customer.load(self.conn, &mut self.customers, [customer]).await?;
+        self.load_owners(vec![(Owned::Customer, vec![customer])]).await?;
         if self.customers.get(customer).is_some_and(Option::is_some) {
             return Ok(false);
         }
@@ -358,7 +385,7 @@ impl<'c> Unit<'c> {
 
     /// Who made the reservation: fixed once written, so it is read before the locks.
     pub async fn reservation_owner(&mut self, id: &str) -> Result<Option<String>, StoreError> {
-        Owned::Reservation.load(self.conn, &mut self.reservation_users, [id]).await?;
+        self.load_owners(vec![(Owned::Reservation, vec![id])]).await?;
         Ok(self.reservation_users[id].clone())
     }
 
@@ -540,10 +567,13 @@ impl<'c> Unit<'c> {
     /// top-up's payment intent, as stored; only for objects tally has not linked yet,
     /// the user its metadata or `client_reference_id` names.
     pub async fn find_user(&mut self, kind: &EventKind) -> Result<Option<String>, StoreError> {
-        Owned::Subscription.load(self.conn, &mut self.subscription_users, kind.subscription_id()).await?;
         let customer = kind.owner().and_then(|o| o.customer.as_deref());
-        Owned::Customer.load(self.conn, &mut self.customers, customer).await?;
-        Owned::Intent.load(self.conn, &mut self.intent_users, kind.payment_intent()).await?;
+        self.load_owners(vec![
+            (Owned::Subscription, kind.subscription_id().into_iter().collect()),
+            (Owned::Customer, customer.into_iter().collect()),
+            (Owned::Intent, kind.payment_intent().into_iter().collect()),
+        ])
+        .await?;
         Ok(self.known_user(kind))
     }
 
@@ -938,6 +968,47 @@ mod tests {
         assert_eq!(unit.find_user(&forged).await.unwrap().as_deref(), Some("owner"));
         let fresh = subscription_event("cus_new", Some("newcomer"));
         assert_eq!(unit.find_user(&fresh).await.unwrap().as_deref(), Some("newcomer"), "an unlinked customer");
+    }
+
+    #[test]
+    fn each_owner_select_starts_with_its_own_tag() {
+        for kind in [Owned::Subscription, Owned::Customer, Owned::Intent, Owned::Reservation] {
+            let tag = kind.sql().strip_prefix("select '").and_then(|rest| rest.split('\'').next()).unwrap();
+            assert!(matches!(Owned::of_tag(tag), Some(k) if k.sql() == kind.sql()), "{tag}");
+        }
+    }
+
+    #[tokio::test]
+    async fn owners_of_every_kind_are_read_together_however_many_keys() {
+        let pool = database().await;
+        let rows = "insert into accounts (user_id, tier, plan_credits, topup_credits, stripe_customer_id, created_at,
+                        updated_at) values ('ann', 'free', 0, 0, 'cus_ann', 0, 0);
+                    insert into subscriptions (id, user_id, status, cancel_at_period_end, state_at, updated_at)
+                        values ('sub_bo', 'bo', 'active', 0, 0, 0);
+                    insert into topups (session_id, user_id, payment_intent, credits, refunded_credits)
+                        values ('cs_cy', 'cy', 'pi_cy', 10, 0);
+                    insert into reservations (id, user_id, idempotency_key, amount, status, expires_at, created_at,
+                        updated_at) values ('res_di', 'di', 'k', 1, 'held', 0, 0, 0);";
+        sqlx::raw_sql(rows).execute(&pool).await.unwrap();
+        let catalogue = Catalogue::default();
+        let mut tx = pool.begin().await.unwrap();
+        let mut unit = Unit::new(&mut tx, &catalogue);
+        // More keys than one statement takes, so the lists are sent in rounds.
+        let unknown: Vec<String> = (0..700).map(|i| format!("x{i}")).collect();
+        let with = |known: &'static str| -> Vec<&str> { unknown.iter().map(String::as_str).chain([known]).collect() };
+        let wanted = vec![
+            (Owned::Subscription, with("sub_bo")),
+            (Owned::Customer, with("cus_ann")),
+            (Owned::Intent, with("pi_cy")),
+            (Owned::Reservation, with("res_di")),
+        ];
+        unit.load_owners(wanted).await.unwrap();
+        assert_eq!(unit.customers["cus_ann"].as_deref(), Some("ann"));
+        assert_eq!(unit.subscription_users["sub_bo"].as_deref(), Some("bo"));
+        assert_eq!(unit.intent_users["pi_cy"].as_deref(), Some("cy"));
+        assert_eq!(unit.reservation_users["res_di"].as_deref(), Some("di"));
+        assert_eq!(unit.customers["x699"], None, "a key no one owns is known to be no one's");
+        assert_eq!(unit.reservation_users.len(), 701);
     }
 
     #[tokio::test]
