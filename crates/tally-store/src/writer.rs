@@ -7,21 +7,13 @@
 //! jobs (see [`crate::unit`]). Exactly-once is unchanged: the same unique keys and row
 //! locks, inside one transaction, and nothing is answered before it commits. Under no
 //! load a batch is one job, so nothing waits for company.
-//!
-//! Two batches overlap: the next is read and applied while the last commits (the
-//! commit's flush to disk is most of a small batch's time). Only the applying batch
-//! takes locks, so the two never wait for each other in a circle; and the next waits for
-//! the last to commit when they share an event, customer, subscription or payment
-//! intent, since who owns those is read before any lock (see [`crate::unit`]).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{AnyConnection, AnyPool};
 use tally_core::{Account, Catalogue};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::StoreError;
 use crate::credits::{Once, apply_link, apply_once};
@@ -70,21 +62,6 @@ impl Work {
             Work::Hold(hold) => hold.user_id(),
             Work::Link { user_id, .. } => Some(user_id),
             Work::Ingest(_) => None,
-        }
-    }
-
-    /// What the job looks up before any lock, and a batch may write: its event's id and
-    /// the Stripe objects whose owner it reads, or the customer it links.
-    fn unlocked_keys(&self) -> Vec<&str> {
-        match self {
-            Work::Ingest(d) => {
-                let kind = d.event.as_ref().ok().map(|e| &e.kind);
-                let customer = kind.and_then(|k| k.owner()).and_then(|o| o.customer.as_deref());
-                let objects = kind.into_iter().flat_map(|k| [k.subscription_id(), k.payment_intent()]).flatten();
-                std::iter::once(d.id.as_str()).chain(customer).chain(objects).collect()
-            }
-            Work::Link { customer, .. } => vec![customer],
-            Work::Once(_) | Work::Hold(_) => Vec::new(),
         }
     }
 
@@ -163,57 +140,20 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the writer stopped".into())
 }
 
-/// A batch whose locks are all taken and whose rows are written: only its commit is left.
-struct Committing {
-    keys: HashSet<String>,
-    task: JoinHandle<()>,
-}
-
 async fn run(pool: AnyPool, rules: Arc<Rules>, mut waiting: mpsc::Receiver<(Work, Reply)>, stats: Arc<Stats>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut committing: Option<Committing> = None;
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (jobs, replies): (Vec<Work>, Vec<Reply>) = std::mem::take(&mut batch).into_iter().unzip();
-        let keys: HashSet<String> = jobs.iter().flat_map(Work::unlocked_keys).map(str::to_owned).collect();
-        if let Some(last) = committing.take_if(|last| !last.keys.is_disjoint(&keys)) {
-            let _ = last.task.await;
-        }
         // A batch runs as its own task so that a panic ends that batch (its requests see
         // the writer stopped) and not the writer.
-        let (applied, on_applied) = oneshot::channel();
-        let task = tokio::spawn(write_and_answer(pool.clone(), rules.clone(), jobs, replies, stats.clone(), applied));
-        // Until this batch holds its locks and has written, the next must wait: two
-        // batches taking locks at once could each wait for the other.
-        let failed = on_applied.await.is_err();
-        // At most one batch commits while the next applies.
-        if let Some(last) = committing.take() {
-            let _ = last.task.await;
-        }
-        if failed {
-            // It failed before its commit, and writes its jobs one by one now.
-            let _ = task.await;
-        } else {
-            committing = Some(Committing { keys, task });
-        }
-    }
-    if let Some(last) = committing {
-        let _ = last.task.await;
+        let _ = tokio::spawn(write_and_answer(pool.clone(), rules.clone(), jobs, replies, stats.clone())).await;
     }
 }
 
-/// Writes a batch and answers its requests; `applied` is told when only its commit is
-/// left, and dropped untold if it fails before.
-async fn write_and_answer(
-    pool: AnyPool,
-    rules: Arc<Rules>,
-    jobs: Vec<Work>,
-    replies: Vec<Reply>,
-    stats: Arc<Stats>,
-    applied: oneshot::Sender<()>,
-) {
+async fn write_and_answer(pool: AnyPool, rules: Arc<Rules>, jobs: Vec<Work>, replies: Vec<Reply>, stats: Arc<Stats>) {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    match write(&pool, &rules, &jobs, Some(applied)).await {
+    match write(&pool, &rules, &jobs).await {
         Ok(answers) => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
@@ -233,7 +173,7 @@ async fn write_and_answer(
             tracing::warn!(error = %e, jobs = jobs.len(), "batch failed; writing its jobs one by one");
             stats.split.fetch_add(1, Ordering::Relaxed);
             for (job, reply) in jobs.into_iter().zip(replies) {
-                let answer = write(&pool, &rules, std::slice::from_ref(&job), None).await.and_then(|mut a| a.remove(0));
+                let answer = write(&pool, &rules, std::slice::from_ref(&job)).await.and_then(|mut a| a.remove(0));
                 let _ = reply.send(answer);
             }
         }
@@ -261,20 +201,11 @@ pub fn register_metrics() {
 }
 
 /// Applies the jobs in one transaction; a job the rules refuse gets its own error.
-/// `applied` is told before the commit.
-async fn write(
-    pool: &AnyPool,
-    rules: &Rules,
-    jobs: &[Work],
-    applied: Option<oneshot::Sender<()>>,
-) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+async fn write(pool: &AnyPool, rules: &Rules, jobs: &[Work]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let start = std::time::Instant::now();
     let result = async {
         let mut tx = pool.begin().await?;
         let answers = apply(&mut tx, rules, jobs).await?;
-        if let Some(applied) = applied {
-            let _ = applied.send(());
-        }
         tx.commit().await?;
         Ok(answers)
     }

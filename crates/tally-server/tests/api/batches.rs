@@ -19,23 +19,6 @@ on_both_backends_and_catalogues!(
     one_event_through_two_processes_is_applied_once,
 );
 
-/// Postgres only: SQLite's single connection lets no batch begin before the last commits.
-mod overlapping_batches {
-    use crate::helpers::{Db, GUIDE};
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_batch_is_applied_while_the_last_commits() {
-        let db = Db::postgres(&GUIDE);
-        super::a_batch_is_applied_while_the_last_commits(db.clone()).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_batch_sharing_a_customer_with_the_one_committing_waits_for_its_commit() {
-        let db = Db::postgres(&GUIDE);
-        super::a_batch_sharing_a_customer_with_the_one_committing_waits_for_its_commit(db.clone()).await
-    }
-}
-
 async fn concurrent_topups_and_spends_of_many_users_each_count_once(db: Db) {
     let app = spawn_app(db).await;
     let users: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
@@ -295,70 +278,5 @@ async fn one_event_through_two_processes_is_applied_once(db: Db) {
     assert_eq!(outcomes, ["applied", "duplicate"]);
     assert_eq!(app.balance("carol").await, ("free".into(), app.shop.free - 1, app.shop.pack.credits));
     assert_eq!(app.stored(topup["id"].as_str().unwrap()).await.unwrap().attempts, 2);
-    app.assert_books_balance().await;
-}
-
-/// Makes each commit that changed `user`'s account take a second longer: a deferred
-/// constraint trigger sleeps at commit, after the batch has written everything.
-async fn slow_commits_of(app: &TestApp, user: &str) {
-    let mut conn = PgConnection::connect(&app.tables_url()).await.unwrap();
-    let sql = format!(
-        "create function slow_commit() returns trigger language plpgsql as $$
-         begin perform pg_sleep(1); return null; end $$;
-         create constraint trigger slow_commit after insert or update on accounts
-         deferrable initially deferred for each row when (new.user_id = '{user}')
-         execute function slow_commit();"
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
-}
-
-/// Waits for `request` and says when it was answered.
-async fn answered_at<T>(request: impl std::future::Future<Output = T>) -> (T, std::time::Instant) {
-    let answer = request.await;
-    (answer, std::time::Instant::now())
-}
-
-async fn a_batch_is_applied_while_the_last_commits(db: Db) {
-    let app = spawn_app(db).await;
-    slow_commits_of(&app, "alice").await;
-    let alice = Customer::new("alice", Shape::V2026, app.shop);
-    let topup = alice.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now());
-    let later = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        app.spend("bob", 1, "k1").await
-    };
-    let ((by_alice, alice_at), (by_bob, bob_at)) =
-        tokio::join!(answered_at(app.post_event(&topup)), answered_at(later));
-    assert_eq!(by_alice.0, StatusCode::OK, "{}", by_alice.1);
-    assert_eq!(by_bob.0, StatusCode::OK, "{}", by_bob.1);
-    assert!(bob_at < alice_at, "bob's spend came 300 ms after alice's top-up, which took a second to commit");
-    assert_eq!(app.balance("alice").await, ("free".into(), app.shop.free, app.shop.pack.credits));
-    assert_eq!(app.balance("bob").await, ("free".into(), app.shop.free - 1, 0));
-    app.assert_books_balance().await;
-}
-
-/// Who owns a customer is read before any lock: a batch that ran while the link was
-/// still uncommitted would find no owner and believe the event's metadata. (Were mallory
-/// new, the unique customer column would stop her link; she has a customer of her own.)
-async fn a_batch_sharing_a_customer_with_the_one_committing_waits_for_its_commit(db: Db) {
-    let app = spawn_app(db).await;
-    slow_commits_of(&app, "alice").await;
-    let s = app.shop;
-    let alice = Customer::new("alice", Shape::V2026, s);
-    let mut mallory = Customer::new("mallory", Shape::V2026, s);
-    app.deliver(&mallory.topup("checkout.session.completed", "cs_0", "pi_0", "paid", now()), "applied").await;
-    mallory.customer = alice.customer.clone();
-    let linking = alice.topup("checkout.session.completed", "cs_1", "pi_1", "paid", now());
-    let forged = mallory.topup("checkout.session.completed", "cs_2", "pi_2", "paid", now());
-    let later = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        app.post_event(&forged).await
-    };
-    let (by_alice, by_forged) = tokio::join!(app.post_event(&linking), later);
-    assert_eq!((by_alice.0, &by_alice.1["outcome"]), (StatusCode::OK, &"applied".into()), "{}", by_alice.1);
-    assert_eq!(by_forged.0, StatusCode::OK, "{}", by_forged.1);
-    assert_eq!(by_forged.1["user_id"], "alice", "the customer's owner, not the metadata's user");
-    assert_eq!(app.balance("alice").await, ("free".into(), s.free, 2 * s.pack.credits));
-    assert_eq!(app.balance("mallory").await, ("free".into(), s.free, s.pack.credits), "her own pack only");
     app.assert_books_balance().await;
 }
