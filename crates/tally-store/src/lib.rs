@@ -16,6 +16,7 @@ mod model;
 mod rows;
 mod views;
 
+mod flush;
 mod unit;
 
 mod credits;
