@@ -16,7 +16,6 @@ mod model;
 mod rows;
 mod views;
 
-mod flush;
 mod unit;
 
 mod credits;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::StoreError;
 
@@ -26,12 +26,7 @@ pub fn placeholders(from: usize, n: usize) -> String {
 
 /// `($1, .., $cols), ($cols+1, ..)`, for `rows` rows.
 pub fn value_rows(rows: usize, cols: usize) -> String {
-    value_rows_from(1, rows, cols)
-}
-
-/// [`value_rows`] numbered from `$first`.
-fn value_rows_from(first: usize, rows: usize, cols: usize) -> String {
-    (0..rows).map(|r| format!("({})", placeholders(first + r * cols, cols))).collect::<Vec<_>>().join(", ")
+    (0..rows).map(|r| format!("({})", placeholders(r * cols + 1, cols))).collect::<Vec<_>>().join(", ")
 }
 
 /// Runs `sql`, whose `{keys}` stands for an `in` list of `keys`, and collects its rows.
@@ -110,146 +105,6 @@ pub async fn insert_rows<'q, T: 'q>(
     Ok(affected)
 }
 
-/// Most parameters in one statement of [`Writes`]: half of what Postgres takes.
-const STATEMENT_PARAMS: usize = 32_000;
-
-/// A batch's multi-row writes, sent together. On Postgres each is a data-modifying
-/// `with` query of one statement, so that all of them cost one round trip and one
-/// statement's overhead; on SQLite, in the same process, they run one after another.
-/// They write different tables (or different rows), so their order does not matter.
-#[derive(Default)]
-pub struct Writes<'q> {
-    parts: Vec<Part<'q>>,
-}
-
-struct Part<'q> {
-    /// An insert whose `{rows}` stands for its rows' parameters.
-    sql: String,
-    cols: usize,
-    rows: usize,
-    bytes: usize,
-    /// Whether the rows it writes are counted in what [`Writes::execute`] returns.
-    counted: bool,
-    bind: Box<dyn FnOnce(AnyQuery<'q>) -> AnyQuery<'q> + Send + 'q>,
-}
-
-impl<'q> Writes<'q> {
-    /// Adds the insert `sql` of `rows`, `cols` parameters a row, bound by `bind`.
-    pub fn add<R: Copy + Send + 'q>(
-        &mut self,
-        sql: &str,
-        cols: usize,
-        rows: Vec<R>,
-        bind: impl Fn(AnyQuery<'q>, R) -> AnyQuery<'q> + Clone + Send + 'q,
-    ) {
-        self.push(sql, cols, rows, |_| 0, false, bind);
-    }
-
-    /// [`Writes::add`] for an insert whose rows written are counted, with each row's
-    /// size: a statement stays under [`STATEMENT_BYTES`] unless one row is larger.
-    pub fn add_counted<R: Copy + Send + 'q>(
-        &mut self,
-        sql: &str,
-        cols: usize,
-        rows: Vec<R>,
-        size: impl Fn(&R) -> usize,
-        bind: impl Fn(AnyQuery<'q>, R) -> AnyQuery<'q> + Clone + Send + 'q,
-    ) {
-        self.push(sql, cols, rows, size, true, bind);
-    }
-
-    fn push<R: Copy + Send + 'q>(
-        &mut self,
-        sql: &str,
-        cols: usize,
-        rows: Vec<R>,
-        size: impl Fn(&R) -> usize,
-        counted: bool,
-        bind: impl Fn(AnyQuery<'q>, R) -> AnyQuery<'q> + Clone + Send + 'q,
-    ) {
-        for chunk in by_size(&rows, &size) {
-            let (chunk, bind) = (chunk.to_vec(), bind.clone());
-            self.parts.push(Part {
-                sql: sql.to_owned(),
-                cols,
-                rows: chunk.len(),
-                bytes: chunk.iter().map(&size).sum(),
-                counted,
-                bind: Box::new(move |query| chunk.into_iter().fold(query, bind)),
-            });
-        }
-    }
-
-    /// Runs every write; returns the rows the counted ones wrote.
-    pub async fn execute(self, conn: &mut AnyConnection) -> Result<u64, StoreError> {
-        let together = conn.backend_name() == "PostgreSQL";
-        let mut counted = 0;
-        for statement in statements(self.parts, together) {
-            counted += execute_together(conn, statement).await?;
-        }
-        Ok(counted)
-    }
-}
-
-/// The parts in statements: each alone, or (`together`) as many in one as stay under
-/// [`STATEMENT_PARAMS`] and [`STATEMENT_BYTES`].
-fn statements(parts: Vec<Part<'_>>, together: bool) -> Vec<Vec<Part<'_>>> {
-    let mut statements: Vec<Vec<Part>> = Vec::new();
-    let (mut params, mut bytes) = (0, 0);
-    for part in parts {
-        let (p, b) = (part.rows * part.cols, part.bytes);
-        match statements.last_mut() {
-            Some(last) if together && params + p <= STATEMENT_PARAMS && bytes + b <= STATEMENT_BYTES => {
-                last.push(part);
-                (params, bytes) = (params + p, bytes + b);
-            }
-            _ => {
-                statements.push(vec![part]);
-                (params, bytes) = (p, b);
-            }
-        }
-    }
-    statements
-}
-
-#[cfg(test)]
-impl Part<'_> {
-    /// The part's shape without its parameters, for tests of the grouping.
-    fn shape(&self) -> Part<'static> {
-        Part { sql: self.sql.clone(), bytes: self.bytes, bind: Box::new(|q| q), ..*self }
-    }
-}
-
-/// One part as it is, or several as the `with` queries of one Postgres statement.
-async fn execute_together(conn: &mut AnyConnection, mut parts: Vec<Part<'_>>) -> Result<u64, StoreError> {
-    if parts.len() == 1 {
-        let part = parts.remove(0);
-        let query = sqlx::query(AssertSqlSafe(part.sql.replace("{rows}", &value_rows(part.rows, part.cols))));
-        let affected = (part.bind)(query).execute(&mut *conn).await?.rows_affected();
-        return Ok(if part.counted { affected } else { 0 });
-    }
-    let (mut with, mut counts, mut first) = (Vec::new(), Vec::new(), 1);
-    for (i, part) in parts.iter().enumerate() {
-        let sql = part.sql.replace("{rows}", &value_rows_from(first, part.rows, part.cols));
-        first += part.rows * part.cols;
-        if part.counted {
-            with.push(format!("w{i} as ({sql} returning 1)"));
-            counts.push(format!("(select count(*) from w{i})"));
-        } else {
-            with.push(format!("w{i} as ({sql})"));
-        }
-    }
-    let total = if counts.is_empty() { "0".to_owned() } else { counts.join(" + ") };
-    let sql = format!("with {} select cast({total} as bigint)", with.join(", "));
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    // Each part's parameters, in the order the text numbers them.
-    for part in parts {
-        query = (part.bind)(query);
-    }
-    let written: i64 = query.fetch_one(&mut *conn).await?.try_get(0)?;
-    Ok(written as u64)
-}
-
 /// `rows` in runs of at most [`STATEMENT_BYTES`] (one row at least) and [`CHUNK`] rows.
 pub fn by_size<T>(rows: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut runs = Vec::new();
@@ -290,29 +145,6 @@ mod tests {
         assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 2, 1], "one big row still goes alone");
         let many = vec![1; CHUNK + 1];
         assert_eq!(by_size(&many, |r| *r).len(), 2);
-    }
-
-    #[test]
-    fn writes_share_a_statement_within_its_limits() {
-        let mut writes = Writes::default();
-        let small = vec![1u32; 3];
-        writes.add("insert into a values {rows}", 2, small.clone(), |q, r| q.bind(i64::from(r)));
-        let sizes = vec![30 * 1024usize, 30 * 1024];
-        writes.add_counted("insert into e values {rows}", 1, sizes, |r| *r, |q, r| q.bind(r as i64));
-        writes.add("insert into b values {rows}", 2, small, |q, r| q.bind(i64::from(r)));
-        let shapes = |together| -> Vec<Vec<usize>> {
-            let writes = Writes { parts: writes.parts.iter().map(Part::shape).collect() };
-            statements(writes.parts, together).iter().map(|s| s.iter().map(|p| p.rows).collect()).collect()
-        };
-        // The two events exceed the bytes of one statement together: the second starts
-        // the next, which the last table's rows join.
-        assert_eq!(shapes(true), [vec![3, 1], vec![1, 3]]);
-        assert_eq!(shapes(false), [vec![3], vec![1], vec![1], vec![3]]);
-        let mut many = Writes::default();
-        let rows = vec![1u32; 3 * CHUNK];
-        many.add("insert into a values {rows}", 60, rows, |q, r| q.bind(i64::from(r)));
-        let sizes: Vec<usize> = statements(many.parts, true).iter().map(|s| s.len()).collect();
-        assert_eq!(sizes, [2, 1], "200 rows of 60 parameters a part, at most 32,000 parameters a statement");
     }
 
     #[test]

@@ -17,13 +17,12 @@ use sqlx::{AnyConnection, AssertSqlSafe};
 use tally_core::rules::{Changes, Period, SubscriptionState, Topup, TopupKey};
 use tally_core::{Account, Catalogue, Entry, EventKind};
 
-use crate::flush;
 use crate::holds::{HOLD_COLUMNS, HoldColumns, HoldKey, HoldRow};
 use crate::ingest::Waits;
 use crate::model::{IngestOutcome, SubscriptionView};
 use crate::profiles::{Profile, ProfilesTable};
 use crate::rows::{self, AccountRow, SUBSCRIPTION_COLUMNS, SubscriptionRow};
-use crate::sql::{Writes, fetch_in, fetch_union, unique, value_rows};
+use crate::sql::{CHUNK, by_size, fetch_in, fetch_union, insert_rows, unique, value_rows};
 use crate::{StoreError, views};
 
 /// A locked account and whether the batch changed its row.
@@ -90,11 +89,6 @@ pub struct Unit<'c> {
 
 /// A stored event's new outcome, and what it waits for if it is still unmatched.
 pub type Reapplied = (IngestOutcome, Waits);
-
-/// The accounts a batch changed.
-fn dirty_accounts(accounts: &HashMap<String, Held>) -> impl Iterator<Item = &Held> {
-    accounts.values().filter(|h| h.dirty)
-}
 
 /// The keys not yet in `known`, each once.
 fn missing<'k, V>(keys: impl IntoIterator<Item = &'k str>, known: &HashMap<String, V>) -> Vec<&'k str> {
@@ -620,29 +614,17 @@ impl<'c> Unit<'c> {
 
     // Writing back
 
-    /// Writes every changed row: each table in one multi-row insert, all of them sent
-    /// together (see [`Writes`]).
+    /// Writes every changed row, each table in as few statements as it takes.
     pub async fn flush(&mut self) -> Result<(), StoreError> {
         self.close_unused_openings().await?;
-        let t = self.t;
-        let mut writes = Writes::default();
-        flush::accounts(&mut writes, dirty_accounts(&self.accounts).collect(), t);
-        flush::entries(&mut writes, &self.entries, t);
-        let subscriptions = unique(&self.dirty_subscriptions).filter_map(|id| self.subscriptions.get(id)?.as_ref());
-        flush::subscriptions(&mut writes, subscriptions.collect(), t);
-        let periods = unique(&self.dirty_periods).filter_map(|(id, start)| self.periods.get(id)?.get(start));
-        flush::periods(&mut writes, periods.collect());
-        flush::topups(&mut writes, unique(&self.dirty_topups).filter_map(|id| self.topups.get(id)?.as_ref()).collect());
-        let reservations = unique(&self.dirty_reservations).filter_map(|id| self.reservations.get(id)?.as_ref());
-        flush::reservations(&mut writes, reservations.collect());
-        flush::events(&mut writes, &self.events, t);
-        flush::conflicts(&mut writes, &self.conflicts, t);
-        // Only the new events are counted. An id that is stored already was stored by
-        // another process while this batch ran: the batch must not commit.
-        if writes.execute(&mut *self.conn).await? != self.events.len() as u64 {
-            return Err(StoreError::Conflict("an event was stored by another delivery meanwhile".into()));
-        }
-        self.write_profiles().await?;
+        self.write_accounts().await?;
+        self.write_entries().await?;
+        self.write_subscriptions().await?;
+        self.write_periods().await?;
+        self.write_topups().await?;
+        self.write_reservations().await?;
+        self.write_events().await?;
+        self.write_conflicts().await?;
         self.write_outcomes().await
     }
 
@@ -671,18 +653,177 @@ impl<'c> Unit<'c> {
         Ok(())
     }
 
-    /// The accounts' profiles rows, when the app has a profiles table.
-    async fn write_profiles(&mut self) -> Result<(), StoreError> {
-        let Some(profiles) = self.profiles else { return Ok(()) };
-        let rows: Vec<Profile> = dirty_accounts(&self.accounts)
-            .map(|h| Profile {
-                user_id: &h.account.user_id,
-                tier: h.account.tier.as_str(),
-                credits: h.account.plan_credits + h.account.topup_credits,
-                stripe_customer_id: h.customer.as_deref(),
-            })
-            .collect();
-        profiles.write(&mut *self.conn, &rows).await?;
+    async fn write_accounts(&mut self) -> Result<(), StoreError> {
+        let t = self.t;
+        let rows: Vec<&Held> = self.accounts.values().filter(|h| h.dirty).collect();
+        let sql = "insert into accounts (user_id, tier, plan_credits, topup_credits, funded_by, funded_at,
+                       stripe_customer_id, created_at, updated_at)
+                   values {rows} on conflict (user_id) do update set tier = excluded.tier,
+                       plan_credits = excluded.plan_credits, topup_credits = excluded.topup_credits,
+                       funded_by = excluded.funded_by, funded_at = excluded.funded_at,
+                       stripe_customer_id = excluded.stripe_customer_id, updated_at = excluded.updated_at";
+        let chunks = rows.chunks(CHUNK);
+        insert_rows(&mut *self.conn, sql, 9, chunks, |q, h| {
+            let a = &h.account;
+            q.bind(&a.user_id)
+                .bind(a.tier.as_str())
+                .bind(a.plan_credits)
+                .bind(a.topup_credits)
+                .bind(a.funded_by.as_deref())
+                .bind(a.funded_at)
+                .bind(h.customer.as_deref())
+                .bind(t)
+                .bind(t)
+        })
+        .await?;
+        if let Some(profiles) = self.profiles {
+            let rows: Vec<Profile> = rows
+                .iter()
+                .map(|h| Profile {
+                    user_id: &h.account.user_id,
+                    tier: h.account.tier.as_str(),
+                    credits: h.account.plan_credits + h.account.topup_credits,
+                    stripe_customer_id: h.customer.as_deref(),
+                })
+                .collect();
+            profiles.write(&mut *self.conn, &rows).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_entries(&mut self) -> Result<(), StoreError> {
+        let t = self.t;
+        let sql = "insert into ledger (user_id, bucket, delta, balance_after, reason, reference, created_at)
+                   values {rows}";
+        insert_rows(&mut *self.conn, sql, 7, self.entries.chunks(CHUNK), |q, (user, e)| {
+            q.bind(user)
+                .bind(e.bucket.as_str())
+                .bind(e.delta)
+                .bind(e.balance_after)
+                .bind(&e.reason)
+                .bind(&e.reference)
+                .bind(t)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn write_subscriptions(&mut self) -> Result<(), StoreError> {
+        let t = self.t;
+        let rows: Vec<&SubscriptionState> =
+            unique(&self.dirty_subscriptions).filter_map(|id| self.subscriptions.get(id.as_str())?.as_ref()).collect();
+        let sql = "insert into subscriptions (id, user_id, status, plan, price_id, current_period_start,
+                       current_period_end, cancel_at_period_end, state_at, updated_at)
+                   values {rows} on conflict (id) do update set status = excluded.status, plan = excluded.plan,
+                       price_id = excluded.price_id,
+                       current_period_start = excluded.current_period_start,
+                       current_period_end = excluded.current_period_end,
+                       cancel_at_period_end = excluded.cancel_at_period_end,
+                       state_at = excluded.state_at, updated_at = excluded.updated_at";
+        insert_rows(&mut *self.conn, sql, 10, rows.chunks(CHUNK), |q, s| {
+            q.bind(&s.id)
+                .bind(&s.user_id)
+                .bind(&s.status)
+                .bind(s.plan.as_deref())
+                .bind(s.price_id.as_deref())
+                .bind(s.current_period_start)
+                .bind(s.current_period_end)
+                .bind(i64::from(s.cancel_at_period_end))
+                .bind(s.state_at)
+                .bind(t)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn write_periods(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<&Period> =
+            unique(&self.dirty_periods).filter_map(|(id, start)| self.periods.get(id)?.get(start)).collect();
+        let sql = "insert into periods (subscription_id, start, seen, granted) values {rows}
+                   on conflict (subscription_id, start) do update set seen = excluded.seen, granted = excluded.granted";
+        insert_rows(&mut *self.conn, sql, 4, rows.chunks(CHUNK), |q, p| {
+            q.bind(&p.subscription_id).bind(p.start).bind(p.seen.as_deref()).bind(p.granted.as_deref())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn write_topups(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<&Topup> =
+            unique(&self.dirty_topups).filter_map(|id| self.topups.get(id.as_str())?.as_ref()).collect();
+        let sql = "insert into topups (session_id, user_id, payment_intent, credits, refunded_credits) values {rows}
+                   on conflict (session_id) do update set refunded_credits = excluded.refunded_credits";
+        insert_rows(&mut *self.conn, sql, 5, rows.chunks(CHUNK), |q, t| {
+            q.bind(&t.session_id)
+                .bind(&t.user_id)
+                .bind(t.payment_intent.as_deref())
+                .bind(t.credits)
+                .bind(t.refunded_credits)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn write_reservations(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<&HoldRow> =
+            unique(&self.dirty_reservations).filter_map(|id| self.reservations.get(id.as_str())?.as_ref()).collect();
+        let sql = format!(
+            "insert into reservations ({HOLD_COLUMNS}) values {{rows}}
+             on conflict (id) do update set committed = excluded.committed, status = excluded.status,
+                 updated_at = excluded.updated_at"
+        );
+        insert_rows(&mut *self.conn, &sql, 9, rows.chunks(CHUNK), |q, r| {
+            q.bind(&r.id)
+                .bind(&r.user_id)
+                .bind(&r.key)
+                .bind(r.amount)
+                .bind(r.committed)
+                .bind(&r.status)
+                .bind(r.expires_at)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the batch's new events with their outcomes. An id that is stored already
+    /// was stored by another process while this batch ran: the batch must not commit.
+    async fn write_events(&mut self) -> Result<(), StoreError> {
+        let t = self.t;
+        let sql = "insert into events (id, type, created, livemode, payload, outcome, note, user_id, received_at,
+                       attempts, waits_customer, waits_intent)
+                   values {rows} on conflict (id) do nothing";
+        let chunks = by_size(&self.events, |e| e.payload.len());
+        let stored = insert_rows(&mut *self.conn, sql, 12, chunks, |q, e| {
+            q.bind(&e.id)
+                .bind(&e.event_type)
+                .bind(e.created)
+                .bind(i64::from(e.livemode))
+                .bind(&e.payload)
+                .bind(e.outcome.outcome.as_str())
+                .bind(e.outcome.note.as_deref())
+                .bind(e.outcome.user_id.as_deref())
+                .bind(t)
+                .bind(e.attempts)
+                .bind(e.waits.customer.as_deref())
+                .bind(e.waits.payment_intent.as_deref())
+        })
+        .await?;
+        if stored != self.events.len() as u64 {
+            return Err(StoreError::Conflict("an event was stored by another delivery meanwhile".into()));
+        }
+        Ok(())
+    }
+
+    async fn write_conflicts(&mut self) -> Result<(), StoreError> {
+        let t = self.t;
+        let sql = "insert into ownership_conflicts (event_id, owner, named, recorded_at) values {rows}
+                   on conflict (event_id) do nothing";
+        insert_rows(&mut *self.conn, sql, 4, self.conflicts.chunks(CHUNK), |q, (event, owner, named)| {
+            q.bind(event).bind(owner).bind(named).bind(t)
+        })
+        .await?;
         Ok(())
     }
 
