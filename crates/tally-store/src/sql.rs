@@ -58,8 +58,8 @@ where
 }
 
 /// Runs `parts` as one `union all`: each a select whose `{keys}` stands for an `in` list
-/// of its keys (a part without keys is left out), and collects their rows. Many keys
-/// are sent in several statements.
+/// of its keys, and collects their rows. Many keys are sent in several statements, each
+/// with at most [`IN_KEYS`] of them.
 pub async fn fetch_union<R>(conn: &mut AnyConnection, parts: &[(&str, &[&str])]) -> Result<Vec<R>, StoreError>
 where
     R: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,

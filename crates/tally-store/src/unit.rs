@@ -115,28 +115,28 @@ pub struct Used {
 }
 
 impl Owned {
+    const ALL: [Owned; 4] = [Owned::Subscription, Owned::Customer, Owned::Intent, Owned::Reservation];
+
+    /// The tag its rows carry in the union, and the table and column of its keys.
+    fn source(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Owned::Subscription => ("s", "subscriptions", "id"),
+            Owned::Customer => ("c", "accounts", "stripe_customer_id"),
+            Owned::Intent => ("i", "topups", "payment_intent"),
+            Owned::Reservation => ("r", "reservations", "id"),
+        }
+    }
+
     /// A select of `(tag, key, user)` for the keys in `{keys}`, to be joined with the
     /// other kinds' by `union all`.
-    fn sql(self) -> &'static str {
-        match self {
-            Owned::Subscription => "select 's', id, user_id from subscriptions where id in ({keys})",
-            Owned::Customer => {
-                "select 'c', stripe_customer_id, user_id from accounts where stripe_customer_id in ({keys})"
-            }
-            Owned::Intent => "select 'i', payment_intent, user_id from topups where payment_intent in ({keys})",
-            Owned::Reservation => "select 'r', id, user_id from reservations where id in ({keys})",
-        }
+    fn sql(self) -> String {
+        let (tag, table, column) = self.source();
+        format!("select '{tag}', {column}, user_id from {table} where {column} in ({{keys}})")
     }
 
     /// The kind whose [`Owned::sql`] selects `tag` first.
     fn of_tag(tag: &str) -> Option<Owned> {
-        match tag {
-            "s" => Some(Owned::Subscription),
-            "c" => Some(Owned::Customer),
-            "i" => Some(Owned::Intent),
-            "r" => Some(Owned::Reservation),
-            _ => None,
-        }
+        Owned::ALL.into_iter().find(|kind| kind.source().0 == tag)
     }
 }
 
@@ -236,9 +236,14 @@ impl<'c> Unit<'c> {
     /// Adds the owners of the keys of each kind not known yet (`None`: no one's yet),
     /// every kind in one query.
     async fn load_owners(&mut self, wanted: Vec<(Owned, Vec<&str>)>) -> Result<(), StoreError> {
-        let wanted: Vec<(Owned, Vec<&str>)> =
-            wanted.into_iter().map(|(kind, keys)| (kind, missing(keys, self.owners(kind)))).collect();
-        let parts: Vec<(&str, &[&str])> = wanted.iter().map(|(kind, keys)| (kind.sql(), keys.as_slice())).collect();
+        let wanted: Vec<(Owned, Vec<&str>)> = wanted
+            .into_iter()
+            .map(|(kind, keys)| (kind, missing(keys, self.owners(kind))))
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect();
+        let sqls: Vec<String> = wanted.iter().map(|(kind, _)| kind.sql()).collect();
+        let parts: Vec<(&str, &[&str])> =
+            sqls.iter().zip(&wanted).map(|(sql, (_, keys))| (sql.as_str(), keys.as_slice())).collect();
         let found: Vec<(String, String, String)> = fetch_union(self.conn, &parts).await?;
         for (kind, keys) in &wanted {
             self.owners(*kind).extend(keys.iter().map(|k| ((*k).to_owned(), None)));
@@ -972,8 +977,9 @@ mod tests {
 
     #[test]
     fn each_owner_select_starts_with_its_own_tag() {
-        for kind in [Owned::Subscription, Owned::Customer, Owned::Intent, Owned::Reservation] {
-            let tag = kind.sql().strip_prefix("select '").and_then(|rest| rest.split('\'').next()).unwrap();
+        for kind in Owned::ALL {
+            let sql = kind.sql();
+            let tag = sql.strip_prefix("select '").and_then(|rest| rest.split('\'').next()).unwrap();
             assert!(matches!(Owned::of_tag(tag), Some(k) if k.sql() == kind.sql()), "{tag}");
         }
     }
