@@ -951,7 +951,7 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(counts.read().since(&before))
     }
-    let mut rows: Vec<(&str, &str, proxy::Reading)> = Vec::new();
+    let mut rows: Vec<(&str, &str, usize, proxy::Reading)> = Vec::new();
 
     let (base, serve) = start(relayed(tally_db)).await?;
     let bench = Bench::new(base, None, tally_db, None, 1000).await?;
@@ -968,8 +968,38 @@ where
         }
     };
     deliver(0..n).await.map_err(anyhow::Error::msg)?;
-    rows.push(("tally", "webhook, new event", measured(&counts, deliver(n..2 * n)).await?));
-    rows.push(("tally", "webhook, duplicate", measured(&counts, deliver(n..2 * n)).await?));
+    rows.push(("tally", "webhook, new event", n, measured(&counts, deliver(n..2 * n)).await?));
+    rows.push(("tally", "webhook, duplicate", n, measured(&counts, deliver(n..2 * n)).await?));
+    // 32 deliveries at a time: batches of many sizes, so statements of many shapes, each
+    // prepared once on each connection that meets it.
+    let many = 20 * n;
+    let concurrent = Arc::new(workload::ingest("rtm", 2 * many, 0.0));
+    let concurrently = |range: std::ops::Range<usize>| {
+        let (tally, concurrent) = (tally.clone(), concurrent.clone());
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for k in 0..32 {
+                let (tally, concurrent, range) = (tally.clone(), concurrent.clone(), range.clone());
+                tasks.spawn(async move {
+                    for d in concurrent.deliveries[range].iter().skip(k).step_by(32) {
+                        tally.deliver(&concurrent.events[d.event], d, &Outcomes::default()).await?;
+                    }
+                    Ok::<(), String>(())
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.map_err(|e| e.to_string())??;
+            }
+            Ok(())
+        }
+    };
+    concurrently(0..many).await.map_err(anyhow::Error::msg)?;
+    rows.push((
+        "tally",
+        "webhook, new event, 32 at a time",
+        many,
+        measured(&counts, concurrently(many..2 * many)).await?,
+    ));
     for (name, hot) in [("spend (with its billing answer)", false), ("spend, hot user", true)] {
         let bodies =
             workload::spend_bodies(if hot { "rth" } else { "rts" }, 2 * n, if hot { 0 } else { 1000 }, HOT_USER);
@@ -983,7 +1013,7 @@ where
             }
         };
         spend(0..n).await.map_err(anyhow::Error::msg)?;
-        rows.push(("tally", name, measured(&counts, spend(n..2 * n)).await?));
+        rows.push(("tally", name, n, measured(&counts, spend(n..2 * n)).await?));
     }
     let bodies = workload::reserve_bodies("rtr", 2 * n, 1000);
     let pairs = |range: std::ops::Range<usize>| {
@@ -996,7 +1026,7 @@ where
         }
     };
     pairs(0..n).await.map_err(anyhow::Error::msg)?;
-    rows.push(("tally", "reserve + commit (two requests)", measured(&counts, pairs(n..2 * n)).await?));
+    rows.push(("tally", "reserve + commit (two requests)", n, measured(&counts, pairs(n..2 * n)).await?));
     if let Some(serve) = serve {
         serve.stop();
     }
@@ -1021,7 +1051,7 @@ where
             Ok(())
         })
         .await?;
-        rows.push(("ceiling", "event insert + user update", reading));
+        rows.push(("ceiling", "event insert + user update", n, reading));
         for i in 0..n {
             ceiling::spend(conn, &workload::spread_user(i % 1000), 1, &format!("rtw{tag}-{i}"))
                 .await
@@ -1034,29 +1064,34 @@ where
             Ok(())
         })
         .await?;
-        rows.push(("ceiling", "conditional debit + ledger insert", reading));
+        rows.push(("ceiling", "conditional debit + ledger insert", n, reading));
     }
     conns.close().await;
 
     let mut table = String::from(
-        "| system | operation | round trips | statements | BEGIN/COMMIT | pool pings |\n|---|---|---:|---:|---:|---:|\n",
+        "| system | operation | round trips | statements | BEGIN/COMMIT | pool pings | prepares |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
     );
-    let per = |v: u64| v as f64 / n as f64;
-    for (system, op, r) in rows {
+    for (system, op, count, r) in rows {
+        let per = |v: u64| v as f64 / count as f64;
         let _ = writeln!(
             table,
-            "| {system} | {op} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {system} | {op} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
             per(r.round_trips()),
             per(r.statements),
             per(r.queries),
-            per(r.pings)
+            per(r.pings),
+            per(r.parses)
         );
     }
     writeln!(
         table,
         "\nPer operation, counted by a relay in front of Postgres over {n} operations sent one at a time after {n} of \
-         warm-up: each simple Query (sqlx sends BEGIN and COMMIT so) and each Sync is one wait for the server; a \
-         Sync alone is a ping (sqlx's pool pings a connection when it is checked out, and again when it is returned)."
+         warm-up (32 at a time: {} after as many): each simple Query (sqlx sends BEGIN and COMMIT so) and each Sync \
+         is one wait for the server; a Sync alone is a ping (sqlx's pool pings a connection when it is checked out, \
+         and again when it is returned). A prepare is a Parse: a statement's text sent to be planned, one round \
+         trip more, the first time a connection meets that text.",
+        20 * n
     )?;
     Ok(table)
 }

@@ -2,7 +2,7 @@
 //! `Query` (sqlx sends BEGIN and COMMIT so) and each `Sync` (the end of an
 //! extended-protocol exchange) waits for the server once. A `Sync` with nothing before
 //! it is a bare ping (sqlx's pool pings a connection when it is checked out and again
-//! when it is returned). Used with `sslmode=disable`, so the messages can be read.
+//! when it is returned). Each `Parse` is a statement prepared. Used with `sslmode=disable`, so the messages can be read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,9 @@ pub struct Counts {
     pub statements: AtomicU64,
     /// Syncs alone: pings.
     pub pings: AtomicU64,
+    /// Parse messages: statements prepared (sqlx prepares a statement the first time a
+    /// connection meets its text, and again once its cache has let it go).
+    pub parses: AtomicU64,
 }
 
 /// A reading of the counts.
@@ -27,6 +30,7 @@ pub struct Reading {
     pub queries: u64,
     pub statements: u64,
     pub pings: u64,
+    pub parses: u64,
 }
 
 impl Counts {
@@ -35,6 +39,7 @@ impl Counts {
             queries: self.queries.load(Ordering::Relaxed),
             statements: self.statements.load(Ordering::Relaxed),
             pings: self.pings.load(Ordering::Relaxed),
+            parses: self.parses.load(Ordering::Relaxed),
         }
     }
 }
@@ -45,6 +50,7 @@ impl Reading {
             queries: self.queries - before.queries,
             statements: self.statements - before.statements,
             pings: self.pings - before.pings,
+            parses: self.parses - before.parses,
         }
     }
 
@@ -117,6 +123,10 @@ async fn relay(client: TcpStream, server: TcpStream, counts: Arc<Counts>) -> std
                     b'S' => {
                         counts.statements.fetch_add(1, Ordering::Relaxed);
                         since_sync = 0;
+                    }
+                    b'P' => {
+                        counts.parses.fetch_add(1, Ordering::Relaxed);
+                        since_sync += 1;
                     }
                     _ => since_sync += 1,
                 }
